@@ -1,0 +1,58 @@
+"""The `convbench` command line.
+
+Typer owns the sub-commands; `convbench train ...` hands everything after `train` to Hydra's own
+entry point (see `hydra_app.py`), so overrides, `-m` multirun, `--cfg job`, `--help`, launchers
+and sweepers behave exactly as in any Hydra application. Heavy imports (torch, Hydra) happen
+inside the commands, which keeps `convbench --help` fast.
+"""
+
+import sys
+
+import typer
+
+from convbench import __version__
+from convbench.errors import EXIT_USER_ERROR, ConvbenchError
+
+app = typer.Typer(
+    name="convbench",
+    help="Train, sweep and inspect convolutional networks from Hydra configs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Everything after the sub-command goes to Hydra untouched, --help included.
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"convbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train, sweep and inspect convolutional networks from Hydra configs."""
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def train(ctx: typer.Context) -> None:
+    """Train a model. Arguments are Hydra overrides: model=resnet dataset=cifar10 optimizer.lr=0.1,
+    -m for a sweep, --cfg job to print the config, --help for every group and key."""
+    from convbench.hydra_app import run_train
+
+    raise typer.Exit(run_train(ctx.args))
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one paragraph and exit code 2."""
+    try:
+        app()
+    except ConvbenchError as err:
+        typer.echo(f"Error: {err}", err=True)
+        sys.exit(EXIT_USER_ERROR)

@@ -1,0 +1,69 @@
+"""Progress display: a rich progress bar on a terminal, nothing per step otherwise.
+
+Per-epoch lines go through `logging` (console and the run's train.log) either way, so CI logs,
+files and SLURM logs get one plain line per epoch.
+"""
+
+import sys
+
+
+class NoProgress:
+    def start_epoch(self, epoch: int, epochs: int, total: int) -> None:
+        pass
+
+    def advance(self, images: int) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class BarProgress:
+    """One transient bar per epoch with images/s and time left."""
+
+    def __init__(self):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
+
+        class ImagesPerSecond(ProgressColumn):
+            def render(self, task):
+                return Text(f"{task.speed:,.0f} img/s" if task.speed else "")
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            ImagesPerSecond(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self._task = None
+
+    def start_epoch(self, epoch: int, epochs: int, total: int) -> None:
+        if self._task is None:
+            self._progress.start()
+        else:
+            self._progress.remove_task(self._task)
+        self._task = self._progress.add_task(f"epoch {epoch}/{epochs}", total=total)
+
+    def advance(self, images: int) -> None:
+        self._progress.advance(self._task, images)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._progress.stop()
+            self._task = None
+
+
+def make_progress(enabled: bool | None = None):
+    """A bar when stdout is a terminal (or `enabled` is True), else no per-step output."""
+    if enabled is None:
+        enabled = sys.stdout.isatty()
+    return BarProgress() if enabled else NoProgress()
