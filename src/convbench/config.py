@@ -8,26 +8,26 @@ are `Any`: their fields are the constructor arguments of their `_target_`, check
 
 import secrets
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Optional
 
 from omegaconf import MISSING, OmegaConf
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
     mps = "mps"
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
 
 
-class DataFormat(str, Enum):
+class DataFormat(StrEnum):
     idx = "idx"  # MNIST-style IDX files (optionally gzipped)
     cifar = "cifar"  # CIFAR-10 python pickle batches
 

@@ -128,8 +128,22 @@ def _log_epoch(writer, state, epochs, train_metrics, val_metrics, lr) -> None:
     )
 
 
-def fit(model, optimizer, scheduler, train_batches, val_batches, loss_fn, scaler, state,
-        epochs, writer, checkpointer, options, progress, num_classes) -> TrainState:  # fmt: skip
+def fit(
+    model,
+    optimizer,
+    scheduler,
+    train_batches,
+    val_batches,
+    loss_fn,
+    scaler,
+    state,
+    epochs,
+    writer,
+    checkpointer,
+    options,
+    progress,
+    num_classes,
+) -> TrainState:
     """Train from `state.epoch` to `epochs`, validating and checkpointing after every epoch."""
     while state.epoch < epochs:
         lr = optimizer.param_groups[0]["lr"]

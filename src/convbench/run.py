@@ -78,8 +78,13 @@ def count_parameters(model: nn.Module) -> int:
 
 def make_batches(cfg: DictConfig, splits, device: torch.device) -> dict[str, Batches]:
     data, trainer = cfg.dataset, cfg.trainer
-    common = dict(device=device, mean=list(data.mean), std=list(data.std),
-                  image_size=data.image_size, channels_last=trainer.channels_last)  # fmt: skip
+    common = dict(
+        device=device,
+        mean=list(data.mean),
+        std=list(data.std),
+        image_size=data.image_size,
+        channels_last=trainer.channels_last,
+    )
     return {
         "train": Batches(
             splits["train"],
@@ -88,7 +93,7 @@ def make_batches(cfg: DictConfig, splits, device: torch.device) -> dict[str, Bat
             augment=data.augment,
             seed=cfg.seed,
             **common,
-        ),  # fmt: skip
+        ),
         "val": Batches(splits["val"], batch_size=trainer.eval_batch_size, **common),
         "test": Batches(splits["test"], batch_size=trainer.eval_batch_size, **common),
     }
@@ -115,10 +120,13 @@ def hparams(cfg: DictConfig) -> dict:
     return flat
 
 
-def train(cfg: DictConfig) -> dict:
-    """Train, validate every epoch, test once with the best weights; returns the final metrics."""
+def train(cfg: DictConfig, run_dir: Path | None = None) -> dict:
+    """Train, validate every epoch, test once with the best weights; returns the final metrics.
+
+    `run_dir` defaults to the folder Hydra made for this job.
+    """
     started = time.perf_counter()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     seed_everything(cfg.seed)
@@ -131,8 +139,9 @@ def train(cfg: DictConfig) -> dict:
     scheduler = build("scheduler", cfg.scheduler, optimizer=optimizer)
     precision = str(getattr(cfg.trainer.precision, "value", cfg.trainer.precision))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    options = EngineOptions(cfg.trainer.grad_clip_norm, cfg.trainer.log_every_n_steps,
-                            AUTOCAST_DTYPES[precision])  # fmt: skip
+    options = EngineOptions(
+        cfg.trainer.grad_clip_norm, cfg.trainer.log_every_n_steps, AUTOCAST_DTYPES[precision]
+    )
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     checkpointer = Checkpointer(
         run_dir / "checkpoints", config, model, optimizer, scheduler, scaler
@@ -142,18 +151,37 @@ def train(cfg: DictConfig) -> dict:
     params = count_parameters(model)
     log.info(
         "%s on %s (%s train / %s val / %s test images), %s parameters, device %s -> %s",
-        config["model"]["_target_"].rsplit(".", 1)[-1], cfg.dataset.name, f"{len(splits['train']):,}",
-        f"{len(splits['val']):,}", f"{len(splits['test']):,}", f"{params:,}", device, run_dir,
-    )  # fmt: skip
+        config["model"]["_target_"].rsplit(".", 1)[-1],
+        cfg.dataset.name,
+        f"{len(splits['train']):,}",
+        f"{len(splits['val']):,}",
+        f"{len(splits['test']):,}",
+        f"{params:,}",
+        device,
+        run_dir,
+    )
 
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(run_dir))
     progress = make_progress()
     try:
-        state = fit(train_model, optimizer, scheduler, batches["train"], batches["val"], loss_fn,
-                    scaler, TrainState(), cfg.trainer.epochs, writer, checkpointer, options,
-                    progress, cfg.dataset.num_classes)  # fmt: skip
+        state = fit(
+            train_model,
+            optimizer,
+            scheduler,
+            batches["train"],
+            batches["val"],
+            loss_fn,
+            scaler,
+            TrainState(),
+            cfg.trainer.epochs,
+            writer,
+            checkpointer,
+            options,
+            progress,
+            cfg.dataset.num_classes,
+        )
     finally:
         progress.stop()
     model.load_state_dict(load_checkpoint(checkpointer.best)["model"])
@@ -162,14 +190,21 @@ def train(cfg: DictConfig) -> dict:
     )
     metrics = final_metrics(state, test, params, time.perf_counter() - started, cfg, device)
     write_json(run_dir / "metrics.json", metrics)
-    writer.add_hparams(hparams(cfg), {"hparam/test_acc": metrics["test_acc"],
-                       "hparam/best_val_acc": metrics["best_val_acc"]}, run_name=".")  # fmt: skip
+    writer.add_hparams(
+        hparams(cfg),
+        {"hparam/test_acc": metrics["test_acc"], "hparam/best_val_acc": metrics["best_val_acc"]},
+        run_name=".",
+    )
     writer.close()
     log.info(
         "done: test acc %.4f | best val acc %.4f (epoch %d) | %.1f s | %s img/s | %s",
-        metrics["test_acc"], metrics["best_val_acc"], metrics["best_epoch"],
-        metrics["wall_time_s"], f"{metrics['train_images_per_sec']:,.0f}", run_dir,
-    )  # fmt: skip
+        metrics["test_acc"],
+        metrics["best_val_acc"],
+        metrics["best_epoch"],
+        metrics["wall_time_s"],
+        f"{metrics['train_images_per_sec']:,.0f}",
+        run_dir,
+    )
     return metrics
 
 

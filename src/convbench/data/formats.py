@@ -1,0 +1,87 @@
+"""Readers for the two on-disk formats: IDX (MNIST, Fashion-MNIST) and CIFAR-10 pickle batches.
+
+Both return uint8 tensors shaped [N, C, H, W] (images) or [N] (labels) and name the offending
+file in a `DatasetError` when it is missing, truncated or corrupt.
+"""
+
+import gzip
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convbench.errors import DatasetError
+
+_IDX_UBYTE = 0x08
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Read an IDX file of unsigned bytes (gzipped or not) into a uint8 tensor of its shape."""
+    raw = _read_bytes(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE:
+        raise DatasetError(
+            f"{path} is not an IDX file of unsigned bytes (bad magic number). "
+            "Delete it and let convbench fetch the dataset again, or point dataset.root at a good copy."
+        )
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetError(f"{path} is truncated inside its header. Delete it and fetch it again.")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = header + int(np.prod(dims))
+    if len(raw) != expected:
+        raise DatasetError(
+            f"{path} holds {len(raw):,} bytes but its header promises {expected:,} "
+            f"(shape {dims}): the file is truncated or corrupt. Delete it and fetch it again."
+        )
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header).reshape(dims)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        return path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DatasetError(
+            f"{path} cannot be read ({exc}): the file is truncated or corrupt. "
+            "Delete it and fetch it again, or point dataset.root at a good copy."
+        ) from None
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches only: numpy arrays and builtins, never arbitrary callables."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CIFAR-10 python batch -> (images uint8 [N, 3, 32, 32], labels int64 [N])."""
+    raw = _read_bytes(path)
+    try:
+        batch = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        images = data.reshape(-1, 3, 32, 32)  # rows are 3072 = 3 planes of 32x32, channel-major
+    except Exception as exc:  # any malformed content is the same user-facing problem
+        raise DatasetError(
+            f"{path} is not a valid CIFAR-10 batch ({type(exc).__name__}: {exc}). "
+            "Delete the cifar-10-batches-py folder and fetch it again."
+        ) from None
+    if len(images) != len(labels):
+        raise DatasetError(f"{path} has {len(images)} images but {len(labels)} labels.")
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels)

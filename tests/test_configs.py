@@ -1,0 +1,77 @@
+"""Every config group option and every experiment composes against the typed schema."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+from convbench import config
+from convbench.paths import config_dir
+
+CONF = config_dir()
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_cfg(*overrides: str):
+    config.register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_defaults_are_lenet_on_fashion_mnist():
+    cfg = compose_cfg()
+    assert cfg.model._target_ == "convbench.models.lenet.LeNet"
+    assert cfg.dataset.name == "fashionmnist"
+
+
+@pytest.mark.parametrize("group", ["model", "dataset", "optimizer", "scheduler", "trainer"])
+def test_every_option_of_every_group_composes_and_resolves(group):
+    assert options(group), f"conf/{group} is empty"
+    for option in options(group):
+        cfg = compose_cfg(f"{group}={option}")
+        OmegaConf.resolve(cfg)  # every interpolation must resolve
+
+
+@pytest.mark.parametrize("experiment", options("experiment") or ["<none yet>"])
+def test_every_experiment_composes(experiment):
+    if experiment == "<none yet>":
+        pytest.skip("no experiments shipped yet")
+    OmegaConf.resolve(compose_cfg(f"+experiment={experiment}"))
+
+
+def test_facts_come_from_the_dataset_config():
+    cfg = compose_cfg("dataset=cifar10", "model=mlp")
+    assert (cfg.model.num_classes, cfg.model.in_channels, cfg.model.image_size) == (10, 3, 32)
+    resized = compose_cfg("dataset=cifar10", "dataset.image_size=224")
+    assert resized.model.image_size == 224
+    for option in options("model"):
+        raw = OmegaConf.to_container(compose_cfg(f"model={option}").model, resolve=False)
+        for key in ("num_classes", "in_channels", "image_size"):
+            assert raw[key] == f"${{dataset.{key}}}", f"model={option} must interpolate {key}"
+
+
+def test_optimizers_and_schedulers_are_partial():
+    for group in ("optimizer", "scheduler"):
+        for option in options(group):
+            assert compose_cfg(f"{group}={option}")[group]._partial_ is True
+
+
+def test_schema_rejects_wrong_types_and_unknown_keys():
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg("trainer.batch_size=big")
+    assert isinstance(info.value.__cause__, ValidationError)
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("trainer.epoch=3")
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("model.kernel=3")
+
+
+def test_configs_live_in_one_place():
+    assert (CONF / "config.yaml").is_file()
+    assert CONF == Path(__file__).resolve().parents[1] / "conf"
