@@ -49,6 +49,20 @@ def train(ctx: typer.Context) -> None:
     raise typer.Exit(run_train(ctx.args))
 
 
+@app.command()
+def summary(
+    overrides: list[str] = typer.Argument(
+        None, help="Hydra overrides, as for train: model=mlp dataset=cifar10 dataset.image_size=64"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Print each layer's output shape, parameters, MACs and receptive field, then the totals.
+    The model is built on the meta device: no weights are allocated, whatever its size."""
+    from convbench.summary import run_summary
+
+    typer.echo(run_summary(overrides or [], as_json=as_json))
+
+
 def main() -> None:
     """Console-script entry point: user errors become one paragraph and exit code 2."""
     try:
