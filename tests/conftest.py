@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from fakedata import write_cifar_dataset, write_idx_dataset
 
 REPO = Path(__file__).resolve().parents[1]

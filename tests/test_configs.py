@@ -74,4 +74,4 @@ def test_schema_rejects_wrong_types_and_unknown_keys():
 
 def test_configs_live_in_one_place():
     assert (CONF / "config.yaml").is_file()
-    assert CONF == Path(__file__).resolve().parents[1] / "conf"
+    assert Path(__file__).resolve().parents[1] / "conf" == CONF

@@ -8,13 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from fakedata import idx_bytes, write_cifar_dataset, write_idx_dataset
 
-from convbench.data import Batches, Split, load_splits
-from convbench.data import sources
+from convbench.data import Batches, Split, load_splits, sources
 from convbench.data.formats import read_cifar_batch, read_idx
 from convbench.data.loader import random_crop, random_flip
 from convbench.errors import DatasetError
+from fakedata import idx_bytes, write_cifar_dataset, write_idx_dataset
 
 
 def dataset_cfg(**overrides):
@@ -58,7 +57,7 @@ def test_read_idx_names_truncated_and_corrupt_files(tmp_path):
 def test_cifar_batches_read_as_uint8_nchw(cifar_root):
     images, labels = read_cifar_batch(cifar_root / "test_batch")
     assert images.shape == (100, 3, 32, 32) and images.dtype == torch.uint8
-    assert labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() <= 9
+    assert labels.dtype == torch.int64 and labels.min() >= 0 and labels.max() <= 9
     raw = pickle.loads((cifar_root / "test_batch").read_bytes(), encoding="bytes")
     # Row layout is channel-major: the first 1024 bytes are the red plane.
     assert images[0, 0].flatten().tolist() == list(raw[b"data"][0][:1024])

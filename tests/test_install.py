@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import tiny_mnist_overrides
 
 REPO = Path(__file__).resolve().parents[1]
