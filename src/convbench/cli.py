@@ -7,6 +7,7 @@ inside the commands, which keeps `convbench --help` fast.
 """
 
 import sys
+from pathlib import Path
 
 import typer
 
@@ -61,6 +62,25 @@ def summary(
     from convbench.summary import run_summary
 
     typer.echo(run_summary(overrides or [], as_json=as_json))
+
+
+@app.command()
+def tb(
+    logdir: Path = typer.Argument(
+        Path("outputs"), metavar="DIR", help="Folder of runs (searched recursively)."
+    ),
+    port: int | None = typer.Option(
+        None, help="Port; default 6006 or the next free one after it; 0 = any free port."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", help="Address to listen on; 0.0.0.0 serves the runs to the whole network."
+    ),
+) -> None:
+    """Start TensorBoard on the runs in DIR (default outputs/), print its URL, serve until
+    Ctrl-C. Listens on this machine only unless --host says otherwise."""
+    from convbench.tensorboard_cmd import serve
+
+    serve(logdir, host=host, port=port)
 
 
 def main() -> None:
