@@ -42,3 +42,68 @@ def flat_features(features: nn.Module, in_channels: int, image_size: int) -> int
             f"the model's layers do not fit a {in_channels}x{image_size}x{image_size} input "
             f"({exc}). Use less stride/pooling, more padding, or a larger dataset.image_size."
         ) from None
+
+
+# Below this side the ImageNet stems (AlexNet's 11x11/4 conv, ResNet's and GoogLeNet's 7x7/2 conv
+# plus max pool) would shrink the image to a few pixels before the first real stage.
+SMALL_IMAGE_LIMIT = 64
+STEMS = ("auto", "imagenet", "small")
+
+
+def resolve_stem(stem: str, image_size: int) -> str:
+    """`imagenet` or `small`; `auto` takes `small` below 64x64 pixels and `imagenet` from there."""
+    if stem not in STEMS:
+        raise ConvbenchError(f"model.stem={stem!r} is not known; choose one of {', '.join(STEMS)}.")
+    if stem == "auto":
+        return "small" if image_size < SMALL_IMAGE_LIMIT else "imagenet"
+    return stem
+
+
+def scale_width(width: int, multiplier: float) -> int:
+    """A layer width times `model.width_multiplier`, rounded, at least 1."""
+    if multiplier <= 0:
+        raise ConvbenchError(f"model.width_multiplier={multiplier} must be positive.")
+    return max(1, round(width * multiplier))
+
+
+def head_pool_size(pool_size: int | str, reference: int, feature_side: int) -> int:
+    """The side of the adaptive average pool in front of a dense classifier (AlexNet, VGG).
+
+    An integer is used as given. `auto` is `reference` (torchvision's 6 or 7) capped at the side of
+    the feature map: the ImageNet-shaped net is unchanged, and on small images the pool never
+    copies one pixel into many (which would only widen the first dense layer).
+    """
+    if pool_size == "auto":
+        return min(reference, feature_side)
+    if isinstance(pool_size, int) and pool_size >= 1:
+        return pool_size
+    raise ConvbenchError(f"model.pool_size={pool_size!r} must be a positive integer or 'auto'.")
+
+
+def conv_bn(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, batch_norm: bool = True
+) -> list[nn.Module]:
+    """A 'same'-padded conv and its batch norm (Ioffe & Szegedy 2015); the conv drops its bias
+    when a batch norm follows (the norm's shift replaces it). No batch norm: a conv with bias."""
+    conv = nn.Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=kernel_size // 2,
+        bias=not batch_norm,
+    )
+    return [conv, nn.BatchNorm2d(out_channels)] if batch_norm else [conv]
+
+
+def init_he(model: nn.Module) -> None:
+    """He et al. 2015 ("Delving Deep into Rectifiers") normal init for every conv, zero conv
+    biases, batch norms as identity. Deep nets without it (VGG-19, plain ResNets) barely train."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
