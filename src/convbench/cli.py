@@ -83,6 +83,21 @@ def tb(
     serve(logdir, host=host, port=port)
 
 
+@app.command()
+def runs(
+    root: Path = typer.Argument(
+        Path("outputs"), metavar="DIR", help="Folder of runs (searched recursively)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the runs under DIR (default outputs/): start time, folder, model, dataset, overrides,
+    epochs done, best validation and test accuracy, status (running, finished, failed,
+    interrupted)."""
+    from convbench.runs import run_runs
+
+    typer.echo(run_runs(root, as_json=as_json))
+
+
 def main() -> None:
     """Console-script entry point: user errors become one paragraph and exit code 2."""
     try:

@@ -1,0 +1,114 @@
+"""`convbench runs`: one real finished run plus hand-made run folders in every other state."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_cli, tiny_mnist_overrides
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def make_run(folder: Path, started: float, status: dict | None, overrides: list[str]) -> None:
+    """A run folder as Hydra and the status writer leave it, without training."""
+    hydra = folder / ".hydra"
+    hydra.mkdir(parents=True)
+    config = {"model": {"_target_": "convbench.models.mlp.MLP"},
+              "dataset": {"name": "cifar10"}, "trainer": {"epochs": 10}}  # fmt: skip
+    (hydra / "config.yaml").write_text(yaml.safe_dump(config))
+    (hydra / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    os.utime(hydra / "config.yaml", (started, started))
+    if status is not None:
+        record = {"updated": "2025-01-01T12:00:00+00:00", "step": 7, "epochs": 10,
+                  "best_val_acc": None, "error": None, "pid": os.getpid(), **status}  # fmt: skip
+        (folder / "status.json").write_text(json.dumps(record))
+
+
+@pytest.fixture(scope="module")
+def outputs(mnist_root, tmp_path_factory) -> Path:
+    """outputs/ with a real finished run (newest) and hand-made runs in the other states."""
+    work = tmp_path_factory.mktemp("runs")
+    root = work / "outputs"
+    result = run_cli("train", *tiny_mnist_overrides(mnist_root), "model=mlp",
+                     f"hydra.run.dir={root / 'real'}", cwd=work)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    day = 1_700_000_000  # hand-made runs started before the real one, an hour apart
+    make_run(root / "sweep" / "0_lr=0.1", day, {"status": "failed", "epoch": 3,
+             "error": "loss became nan\nat step 7"}, ["optimizer.lr=0.1", "trainer.device=cpu"])  # fmt: skip
+    make_run(root / "sweep" / "1_lr=1", day + 3600, {"status": "running", "epoch": 2,
+             "pid": dead_pid(), "best_val_acc": 0.5}, ["optimizer.lr=1"])  # fmt: skip
+    make_run(root / "live", day + 7200, {"status": "running", "epoch": 4, "best_val_acc": 0.625},
+             ["model=mlp", "dataset.root=/data/x"])  # fmt: skip
+    make_run(root / "stopped", day + 10800, {"status": "interrupted", "epoch": 5}, [])
+    make_run(root / "old", day + 14400, None, ["seed=3"])
+    return root
+
+
+def test_json_rows_hold_each_runs_state(outputs, tmp_path):
+    result = run_cli("runs", str(outputs), "--json", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    # oldest first, by start time; the real run started last
+    assert [row["run"] for row in rows] == ["sweep/0_lr=0.1", "sweep/1_lr=1", "live", "stopped",
+                                            "old", "real"]  # fmt: skip
+    by_run = {row["run"]: row for row in rows}
+    assert by_run["sweep/0_lr=0.1"]["status"] == "failed"
+    assert by_run["sweep/0_lr=0.1"]["overrides"] == ["optimizer.lr=0.1"]  # device: not a key
+    assert by_run["sweep/1_lr=1"]["status"] == "interrupted", "its process is gone"
+    assert by_run["live"]["status"] == "running", "its process (this test) is alive"
+    assert by_run["live"]["overrides"] == ["model=mlp"]  # dataset.root: where, not what
+    assert (by_run["live"]["epoch"], by_run["live"]["epochs"]) == (4, 10)
+    assert by_run["live"]["best_val_acc"] == 0.625 and by_run["live"]["test_acc"] is None
+    assert by_run["stopped"]["status"] == "interrupted"
+    assert by_run["old"]["status"] == "unknown" and by_run["old"]["epoch"] is None
+    assert by_run["old"]["model"] == "MLP" and by_run["old"]["dataset"] == "cifar10"
+
+
+def test_real_run_row_matches_its_metrics(outputs, tmp_path):
+    rows = json.loads(run_cli("runs", str(outputs), "--json", cwd=tmp_path, timeout=60).stdout)
+    real = next(row for row in rows if row["run"] == "real")
+    metrics = json.loads((outputs / "real" / "metrics.json").read_text())
+    assert real["status"] == "finished"
+    status_file = outputs / "real" / "status.json"
+    if status_file.exists():  # written by runs since status files exist
+        assert json.loads(status_file.read_text())["status"] == "finished"
+    assert (real["model"], real["dataset"]) == ("MLP", "mnist")
+    assert (real["epoch"], real["epochs"]) == (2, 2)
+    assert real["test_acc"] == metrics["test_acc"]
+    assert real["best_val_acc"] == metrics["best_val_acc"]
+    assert "trainer.epochs=2" in real["overrides"] and "trainer.device=cpu" not in real["overrides"]
+    assert not any(o.startswith("dataset.root=") for o in real["overrides"])
+
+
+def test_table_has_a_row_per_run_and_the_errors(outputs, tmp_path):
+    result = run_cli("runs", str(outputs), cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["When", "Run", "Model", "Dataset", "Overrides", "Epochs", "Best",
+                                "val", "Test", "Status"]  # fmt: skip
+    rows = {line.split()[2]: line.split() for line in lines[1:7]}
+    assert rows["sweep/0_lr=0.1"][-1] == "failed" and "3/10" in rows["sweep/0_lr=0.1"]
+    assert rows["sweep/1_lr=1"][-1] == "interrupted" and "0.5000" in rows["sweep/1_lr=1"]
+    assert rows["live"][-1] == "running" and "4/10" in rows["live"]
+    assert rows["old"][-4:] == ["?/10", "-", "-", "unknown"]
+    assert rows["real"][-1] == "finished" and "2/2" in rows["real"]
+    assert "  sweep/0_lr=0.1: loss became nan at step 7" in lines
+
+
+def test_missing_folder_exits_2_and_empty_folder_says_so(tmp_path):
+    missing = run_cli("runs", str(tmp_path / "nope"), cwd=tmp_path, timeout=60)
+    assert missing.returncode == 2 and "nope is not a folder" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = run_cli("runs", str(tmp_path / "empty"), cwd=tmp_path, timeout=60)
+    assert empty.returncode == 0 and "No runs under" in empty.stdout
