@@ -8,6 +8,7 @@ inside the commands, which keeps `convbench --help` fast.
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -96,6 +97,22 @@ def runs(
     from convbench.runs import run_runs
 
     typer.echo(run_runs(root, as_json=as_json))
+
+
+@app.command(name="eval")
+def eval_(
+    run_dir: Path = typer.Argument(..., help="A run folder (see `convbench runs`)."),
+    checkpoint: Literal["best", "last"] = typer.Option(
+        "best", help="best.pt (best validation accuracy) or last.pt (latest epoch)."
+    ),
+    device: Literal["auto", "cpu", "cuda", "mps"] = typer.Option("auto", help="Where to run."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Test a run's checkpoint again: accuracy, loss and per-class accuracy on the test set.
+    Needs nothing but the run folder: the checkpoint carries its config."""
+    from convbench.evaluate_cmd import run_eval
+
+    typer.echo(run_eval(run_dir, checkpoint, device, as_json=as_json))
 
 
 def main() -> None:
