@@ -9,11 +9,11 @@ target: a crash or a full disk during a save leaves the previous checkpoint inta
 """
 
 import os
-import pickle
-import zipfile
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from convbench.errors import CheckpointError
@@ -60,7 +60,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # any reader error means the same thing: not a usable checkpoint
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path} is not a loadable convbench checkpoint: it is corrupt, truncated, or holds "
@@ -80,18 +80,44 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-class Checkpointer:
-    """Writes `last.pt` after every epoch and `best.pt` when validation accuracy improves."""
+def rng_states() -> dict[str, Any]:
+    """Every global random generator a training step may draw from (dropout, user code)."""
+    numpy_state = np.random.get_state()
+    states = {
+        "python": random.getstate(),
+        "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)),
+                  *numpy_state[2:]),
+        "torch": torch.get_rng_state(),
+    }  # fmt: skip
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
 
-    def __init__(self, folder: Path, config: dict, model, optimizer, scheduler, scaler):
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(_tuples(states["python"]))
+    kind, keys, *rest = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _tuples(value):
+    # random.setstate wants tuples; a checkpoint may hand back lists.
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class Checkpointer:
+    """Writes `last.pt` (every epoch, and every N steps when asked) and `best.pt` (when
+    validation accuracy improves). Flushes TensorBoard first, so the curves on disk never lag
+    behind the checkpoint a resume starts from."""
+
+    def __init__(self, folder: Path, config: dict, model, optimizer, scheduler, scaler, writer):
         self.folder = Path(folder)
         self.config = config
-        self.model, self.optimizer, self.scheduler, self.scaler = (
-            model,
-            optimizer,
-            scheduler,
-            scaler,
-        )
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.scaler, self.writer = scaler, writer
 
     @property
     def last(self) -> Path:
@@ -102,24 +128,48 @@ class Checkpointer:
         return self.folder / "best.pt"
 
     def payload(self, state) -> dict[str, Any]:
-        model = getattr(self.model, "_orig_mod", self.model)  # unwrap torch.compile
+        buffers = state.epoch_buffers
         return {
             "config": self.config,
-            "model": model.state_dict(),
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "state": {
-                "epoch": state.epoch,
-                "step": state.step,
-                "best_val_acc": state.best_val_acc,
-                "best_epoch": state.best_epoch,
-                "history": state.history,
+                **{k: v for k, v in vars(state).items() if k != "epoch_buffers"},
+                "epoch_buffers": None
+                if buffers is None
+                else {k: v.cpu() for k, v in buffers.items()},
             },
+            "rng": rng_states(),
         }
 
     def save(self, state, is_best: bool) -> None:
+        self.writer.flush()
         payload = self.payload(state)
-        save_checkpoint(payload, self.last)
-        if is_best:
-            save_checkpoint(payload, self.best)
+        try:
+            save_checkpoint(payload, self.last)
+            if is_best:
+                save_checkpoint(payload, self.best)
+        except OSError as exc:
+            raise CheckpointError(
+                f"could not write a checkpoint in {self.folder} ({exc.strerror or exc}); the "
+                "previous checkpoints there are intact. Free some space (or fix the permissions), "
+                "then continue with `convbench resume` on the run folder."
+            ) from None
+
+    def restore(self, payload: dict[str, Any], state_type):
+        """Load every saved state back into the live objects; returns the TrainState."""
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        restore_rng_states(payload["rng"])
+        saved = dict(payload["state"])
+        buffers = saved.pop("epoch_buffers")
+        device = next(self.model.parameters()).device
+        state = state_type(**saved)
+        state.epoch_buffers = (
+            None if buffers is None else {k: v.to(device) for k, v in buffers.items()}
+        )
+        return state

@@ -13,7 +13,7 @@ from typing import Literal
 import typer
 
 from convbench import __version__
-from convbench.errors import EXIT_USER_ERROR, ConvbenchError
+from convbench.errors import ConvbenchError, RunInterrupted
 
 app = typer.Typer(
     name="convbench",
@@ -115,10 +115,34 @@ def eval_(
     typer.echo(run_eval(run_dir, checkpoint, device, as_json=as_json))
 
 
+@app.command()
+def resume(
+    run_dir: str = typer.Argument(
+        ..., help="The run folder, e.g. outputs/2026-01-31/12-00-00-ab12cd"
+    ),
+) -> None:
+    """Continue a stopped run in its own folder from checkpoints/last.pt: same data order, same
+    random state, TensorBoard curves continuing. Needs nothing but the run folder."""
+    from pathlib import Path
+
+    from convbench.console import log_to_run_folder
+    from convbench.run import resume as resume_run
+
+    with log_to_run_folder(Path(run_dir)):
+        resume_run(Path(run_dir))
+
+
 def main() -> None:
-    """Console-script entry point: user errors become one paragraph and exit code 2."""
+    """Console-script entry point: user errors become one paragraph and their exit code (2 for
+    bad input, 4 for a diverged loss), a honoured stop signal exits 3 (see convbench.errors)."""
     try:
         app()
     except ConvbenchError as err:
         typer.echo(f"Error: {err}", err=True)
-        sys.exit(EXIT_USER_ERROR)
+        sys.exit(err.exit_code)
+    except RunInterrupted as stop:
+        where = f" convbench resume {stop.run_dir}" if stop.run_dir else " convbench resume RUN_DIR"
+        typer.echo(
+            f"Interrupted by {stop.signal_name}; last.pt is saved. Continue with:{where}", err=True
+        )
+        sys.exit(stop.exit_code)

@@ -71,6 +71,9 @@ class TrainerConfig:
     compile: bool = MISSING
     grad_clip_norm: Optional[float] = None  # noqa: UP045
     log_every_n_steps: int = MISSING
+    checkpoint_every_n_steps: int = MISSING
+    nonfinite_skips: int = MISSING
+    init_from: Optional[str] = None  # noqa: UP045
     num_threads: Optional[int] = None  # noqa: UP045
 
 

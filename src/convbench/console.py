@@ -4,7 +4,10 @@ Per-epoch lines go through `logging` (console and the run's train.log) either wa
 files and SLURM logs get one plain line per epoch.
 """
 
+import logging
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 
 class NoProgress:
@@ -67,3 +70,27 @@ def make_progress(enabled: bool | None = None):
     if enabled is None:
         enabled = sys.stdout.isatty()
     return BarProgress() if enabled else NoProgress()
+
+
+@contextmanager
+def log_to_run_folder(run_dir: Path):
+    """For commands outside Hydra (resume): the console and <run>/train.log, as Hydra sets up."""
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    handlers = [console]
+    if run_dir.is_dir():
+        to_file = logging.FileHandler(run_dir / "train.log")  # appends
+        to_file.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+        handlers.append(to_file)
+    previous_level = root.level
+    root.setLevel(logging.INFO)
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(previous_level)

@@ -2,9 +2,13 @@
 
 Functions take objects (model, batches, optimizer, writer), never the config. The step order is
 fixed: lr -> forward -> loss -> backward -> clip -> step -> zero_grad -> log. The learning rate
-changes once per epoch (schedulers count epochs). Running sums stay on the device; the host
-waits on the device only at the end of an epoch, or every `log_every_n_steps` steps when a
-per-step loss point is asked for.
+changes once per epoch (schedulers count epochs).
+
+The hot path never waits for the device: each step's loss and correct count go into per-epoch
+buffers on the device, and the host reads them only at sync points (every `log_every_n_steps`
+steps, at a checkpoint, on a stop request, at the end of the epoch). At each sync point the
+buffered losses are checked: a non-finite loss stops the run before anything is saved, so no
+checkpoint ever holds diverged weights.
 """
 
 import logging
@@ -16,25 +20,33 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from convbench.errors import NonFiniteLoss, RunInterrupted
+
 log = logging.getLogger("convbench")
 
 
 @dataclass
 class TrainState:
-    """Where a run stands; saved in every checkpoint."""
+    """Where a run stands; saved in every checkpoint, so a resumed run is the same run."""
 
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
+    batch_in_epoch: int = 0  # batches of the current epoch already trained
     best_val_acc: float = -math.inf
-    best_epoch: int = -1
+    best_epoch: int = 0
+    skipped_steps: int = 0  # non-finite steps skipped (trainer.nonfinite=skip)
     history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
+    # Buffers of the unfinished epoch (per-step loss, correct count, batch size), on the device.
+    epoch_buffers: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
 class EngineOptions:
     grad_clip_norm: float | None = None
-    log_every_n_steps: int = 0  # 0: no per-step points, no per-step host sync
+    log_every_n_steps: int = 0  # 0: no per-step points and no per-step sync
     autocast_dtype: torch.dtype | None = None  # bf16/fp16 autocast; None runs in fp32
+    checkpoint_every_n_steps: int = 0  # 0: checkpoints at epoch ends only
+    skip_nonfinite: int = 0  # >0: skip up to this many non-finite steps (one sync per step)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -43,38 +55,106 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def train_one_epoch(model, batches, optimizer, loss_fn, scaler, state, writer, options, progress):
-    """One pass over `batches` in training mode; returns mean loss, accuracy and images/s."""
+def _new_buffers(steps: int, device: torch.device) -> dict[str, torch.Tensor]:
+    return {
+        "loss": torch.zeros(steps, device=device),
+        "correct": torch.zeros(steps, device=device, dtype=torch.long),
+        "size": torch.zeros(steps, device=device),
+    }
+
+
+class _SyncPoint:
+    """Host-side reading of the epoch buffers: non-finite check and per-step loss points."""
+
+    def __init__(self, state, writer):
+        self.state, self.writer = state, writer
+        self.logged_upto = state.batch_in_epoch  # buffer slots already written to TensorBoard
+
+    def check(self, buffers, upto: int, write_points: bool) -> None:
+        losses = buffers["loss"][:upto].float().cpu()  # the host sync
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            step = self.state.step - (upto - int(bad[0])) + 1
+            raise NonFiniteLoss(
+                f"the training loss became {losses[int(bad[0])].item()} at epoch "
+                f"{self.state.epoch + 1}, step {step}; the run stopped without saving these "
+                "weights, so checkpoints/last.pt and best.pt still hold the last good state. "
+                "Lower optimizer.lr, set trainer.grad_clip_norm, or use trainer.nonfinite_skips=N "
+                "to skip up to N bad steps."
+            )
+        if write_points:
+            first_step = self.state.step - upto + 1
+            for slot in range(self.logged_upto, upto):
+                if buffers["size"][slot] > 0:  # skipped steps have no loss to show
+                    self.writer.add_scalar(
+                        "train/loss_step", losses[slot].item(), first_step + slot
+                    )
+            self.logged_upto = upto
+
+
+def _skip_if_nonfinite(loss, optimizer, state, options) -> bool:
+    """trainer.nonfinite_skips mode: drop a non-finite step (costs one sync per step)."""
+    if not options.skip_nonfinite or torch.isfinite(loss).item():
+        return False
+    optimizer.zero_grad(set_to_none=True)
+    state.skipped_steps += 1
+    log.warning(
+        "non-finite loss at step %d skipped (%d so far)", state.step + 1, state.skipped_steps
+    )
+    if state.skipped_steps > options.skip_nonfinite:
+        raise NonFiniteLoss(
+            f"more than trainer.nonfinite_skips={options.skip_nonfinite} non-finite steps "
+            f"(at epoch {state.epoch + 1}, step {state.step + 1}); the last good state is in "
+            "checkpoints/last.pt. Lower optimizer.lr or set trainer.grad_clip_norm."
+        )
+    return True
+
+
+def train_one_epoch(model, batches, optimizer, loss_fn, scaler, state, writer, options,
+                    progress, checkpointer, stop) -> dict:  # fmt: skip
+    """Train on the rest of epoch `state.epoch`; returns mean loss, accuracy and images/s."""
     model.train()
-    device = batches.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    started = time.perf_counter()
-    for images, labels in batches.epoch(state.epoch):
-        with _autocast(device, options.autocast_dtype):
+    if state.epoch_buffers is None:
+        state.epoch_buffers = _new_buffers(len(batches), batches.device)
+    buffers, sync = state.epoch_buffers, _SyncPoint(state, writer)
+    started, trained = time.perf_counter(), 0
+    for index, (images, labels) in enumerate(
+        batches.epoch(state.epoch, state.batch_in_epoch), state.batch_in_epoch
+    ):
+        with _autocast(batches.device, options.autocast_dtype):
             logits = model(images)
             loss = loss_fn(logits, labels)
-        scaler.scale(loss).backward()
-        if options.grad_clip_norm:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        if not _skip_if_nonfinite(loss, optimizer, state, options):
+            scaler.scale(loss).backward()
+            if options.grad_clip_norm:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            buffers["loss"][index] = loss.detach()
+            buffers["correct"][index] = (logits.argmax(1) == labels).sum()
+            buffers["size"][index] = len(labels)
         state.step += 1
-        loss_sum += loss.detach() * len(labels)
-        correct += (logits.argmax(1) == labels).sum()
-        seen += len(labels)
-        if options.log_every_n_steps and state.step % options.log_every_n_steps == 0:
-            writer.add_scalar("train/loss_step", loss.item(), state.step)
+        state.batch_in_epoch = index + 1
+        trained += len(labels)
         progress.advance(len(labels))
-    total_loss, total_correct = loss_sum.item(), correct.item()  # the epoch's one host sync
+        every = options.log_every_n_steps
+        if every and state.step % every == 0:
+            sync.check(buffers, index + 1, write_points=True)
+        every = options.checkpoint_every_n_steps
+        if (every and state.step % every == 0) or stop.requested:
+            sync.check(buffers, index + 1, write_points=bool(options.log_every_n_steps))
+            checkpointer.save(state, is_best=False)
+        if stop.requested:
+            raise RunInterrupted(stop.requested)
+    sync.check(buffers, len(batches), write_points=bool(options.log_every_n_steps))
     elapsed = time.perf_counter() - started
+    seen = buffers["size"].sum().item()
     return {
-        "loss": total_loss / max(seen, 1),
-        "acc": total_correct / max(seen, 1),
-        "images_per_sec": seen / elapsed if elapsed > 0 else 0.0,
+        "loss": (buffers["loss"] * buffers["size"]).sum().item() / max(seen, 1),
+        "acc": buffers["correct"].sum().item() / max(seen, 1),
+        "images_per_sec": trained / elapsed if elapsed > 0 else 0.0,
         "seconds": elapsed,
     }
 
@@ -114,59 +194,36 @@ def _log_epoch(writer, state, epochs, train_metrics, val_metrics, lr) -> None:
     }
     for tag, value in scalars.items():
         writer.add_scalar(tag, value, state.step)
-    writer.flush()
     log.info(
         "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.4g | %s img/s",
-        state.epoch,
-        epochs,
-        train_metrics["loss"],
-        train_metrics["acc"],
-        val_metrics["loss"],
-        val_metrics["acc"],
-        lr,
-        f"{train_metrics['images_per_sec']:,.0f}",
-    )
+        state.epoch, epochs, train_metrics["loss"], train_metrics["acc"], val_metrics["loss"],
+        val_metrics["acc"], lr, f"{train_metrics['images_per_sec']:,.0f}",
+    )  # fmt: skip
 
 
-def fit(
-    model,
-    optimizer,
-    scheduler,
-    train_batches,
-    val_batches,
-    loss_fn,
-    scaler,
-    state,
-    epochs,
-    writer,
-    checkpointer,
-    options,
-    progress,
-    num_classes,
-) -> TrainState:
-    """Train from `state.epoch` to `epochs`, validating and checkpointing after every epoch."""
+def fit(model, optimizer, scheduler, batches, loss_fn, scaler, state, epochs, writer,
+        checkpointer, options, progress, stop, num_classes) -> TrainState:  # fmt: skip
+    """Train from `state` to `epochs`, validating and checkpointing after every epoch.
+
+    `batches` maps "train" and "val" to `Batches`. `stop.requested` (set by a signal handler)
+    ends the run after the current step with last.pt written (`RunInterrupted`).
+    """
     while state.epoch < epochs:
         lr = optimizer.param_groups[0]["lr"]
-        progress.start_epoch(state.epoch + 1, epochs, train_batches.num_samples)
-        train_metrics = train_one_epoch(
-            model, train_batches, optimizer, loss_fn, scaler, state, writer, options, progress
-        )
-        val_metrics = evaluate(model, val_batches, loss_fn, num_classes, options.autocast_dtype)
+        progress.start_epoch(state.epoch + 1, epochs, batches["train"].num_samples)
+        train_metrics = train_one_epoch(model, batches["train"], optimizer, loss_fn, scaler,
+                                        state, writer, options, progress, checkpointer, stop)  # fmt: skip
+        val_metrics = evaluate(model, batches["val"], loss_fn, num_classes, options.autocast_dtype)
         scheduler.step()
-        state.epoch += 1
+        state.epoch, state.batch_in_epoch, state.epoch_buffers = state.epoch + 1, 0, None
         is_best = val_metrics["acc"] > state.best_val_acc
         if is_best:
             state.best_val_acc, state.best_epoch = val_metrics["acc"], state.epoch
-        state.history.append(
-            {
-                "epoch": state.epoch,
-                "step": state.step,
-                "lr": lr,
-                **{f"train_{k}": v for k, v in train_metrics.items()},
-                "val_loss": val_metrics["loss"],
-                "val_acc": val_metrics["acc"],
-            }
-        )
+        state.history.append({"epoch": state.epoch, "step": state.step, "lr": lr,
+                              **{f"train_{k}": v for k, v in train_metrics.items()},
+                              "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"]})  # fmt: skip
         _log_epoch(writer, state, epochs, train_metrics, val_metrics, lr)
         checkpointer.save(state, is_best=is_best)
+        if stop.requested:
+            raise RunInterrupted(stop.requested)
     return state

@@ -97,20 +97,22 @@ def load_raw(dataset_cfg) -> RawData:
     found = attempt()
     if found is not None:
         return found
-    download_error = "downloads are off (dataset.download=false)"
-    if not dataset_cfg.root and dataset_cfg.download:
-        download_error = (
-            _download(dataset_cfg.name, tv_name, data_dir) or "nothing was found after it"
-        )
+    if dataset_cfg.root:
+        why = "dataset.root is set, so nothing else was searched and nothing was downloaded"
+    elif not dataset_cfg.download:
+        why = "downloads are off (dataset.download=false)"
+    else:
+        failure = _download(dataset_cfg.name, tv_name, data_dir) or "no files after it finished"
+        why = f"the torchvision download failed ({failure})"
         found = attempt()
         if found is not None:
             return found
     looked = ", ".join(str(f) for f in folders)
     raise DatasetError(
         f"{dataset_cfg.name} was not found. convbench looked for {', '.join(required)} in: "
-        f"{looked}; the torchvision download failed ({download_error}). Fix: put the files in "
-        f"{folders[1] if not dataset_cfg.root else folders[0]}, pass dataset.root=/path/to/files, "
-        "or allow the download (network access, dataset.download=true)."
+        f"{looked}; {why}. Fix: put the files in {folders[0] if dataset_cfg.root else folders[1]}, "
+        "pass dataset.root=/path/to/files, or allow the download (network access, "
+        "dataset.download=true)."
         + (
             " On Debian: apt-get install dataset-fashion-mnist."
             if tv_name == "FashionMNIST"

@@ -1,0 +1,211 @@
+"""Never lose a run: SIGKILL and SIGTERM then resume equal an uninterrupted run exactly;
+interrupted saves keep the last good checkpoint; a diverged loss stops without touching best.pt."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from convbench import checkpoint as checkpoint_module
+from convbench.checkpoint import Checkpointer, load_checkpoint
+from convbench.engine import TrainState
+from convbench.errors import CheckpointError
+
+TESTS = Path(__file__).resolve().parent
+TIMING_KEYS = {"wall_time_s", "train_images_per_sec", "train_seconds"}
+
+
+def slow_overrides(root: Path, run_dir: Path, epochs: int = 3) -> list[str]:
+    # Deterministic CPU settings: one thread, fixed seed; every step saves last.pt.
+    return ["dataset=mnist", f"dataset.root={root}", "dataset.val_size=100",
+            f"trainer.epochs={epochs}", "trainer.batch_size=64", "trainer.device=cpu",
+            "trainer.num_threads=1", "trainer.checkpoint_every_n_steps=1",
+            "trainer.log_every_n_steps=1", "model._target_=slowmodels.SlowLeNet",
+            "+model.seconds_per_step=0.05", f"hydra.run.dir={run_dir}"]  # fmt: skip
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, "-m", "convbench", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def finish(proc: subprocess.Popen, expected: int = 0) -> str:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == expected, f"rc={proc.returncode}\n{out}\n{err}"
+    return out + err
+
+
+def wait_for_new_checkpoint(last: Path, proc: subprocess.Popen, after: float) -> None:
+    deadline = time.monotonic() + 120
+    while not (last.is_file() and last.stat().st_mtime > after):
+        assert proc.poll() is None, "the run ended before writing a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.01)
+
+
+def comparable(metrics: dict) -> dict:
+    """metrics.json without wall-clock figures, which no two runs share."""
+    strip = lambda d: {k: v for k, v in d.items() if k not in TIMING_KEYS}  # noqa: E731
+    return {**strip(metrics), "history": [strip(h) for h in metrics["history"]]}
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    for name in ("last.pt", "best.pt"):
+        ours = load_checkpoint(run_dir / "checkpoints" / name)
+        theirs = load_checkpoint(reference / "checkpoints" / name)
+        assert ours["model"].keys() == theirs["model"].keys()
+        for key, tensor in theirs["model"].items():
+            assert torch.equal(ours["model"][key], tensor), f"{name}: {key} differs"
+    ours, theirs = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, reference))
+    assert comparable(ours) == comparable(theirs)
+    # TensorBoard continues: every step exactly once, with the uninterrupted run's values.
+    ours_tb, theirs_tb = EventAccumulator(str(run_dir)), EventAccumulator(str(reference))
+    ours_tb.Reload(), theirs_tb.Reload()
+    for tag in ("train/loss_step", "val/acc"):
+        points = [(e.step, e.value) for e in ours_tb.Scalars(tag)]
+        assert points == [(e.step, e.value) for e in theirs_tb.Scalars(tag)], tag
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, mnist_root) -> Path:
+    """The uninterrupted run that interrupted ones must equal."""
+    folder = tmp_path_factory.mktemp("reference")
+    finish(start("train", *slow_overrides(mnist_root, folder / "run"), cwd=folder))
+    return folder / "run"
+
+
+@pytest.mark.slow
+def test_sigkill_at_several_steps_then_resume_equals_uninterrupted(reference_run, mnist_root,
+                                                                   tmp_path):  # fmt: skip
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.pt"
+    killed_at = []
+    for attempt, delay in enumerate((0.12, 0.3, 0.2)):  # three kills at different points
+        args = (
+            ("train", *slow_overrides(mnist_root, run_dir))
+            if attempt == 0
+            else ("resume", str(run_dir))
+        )
+        before = last.stat().st_mtime if last.exists() else 0.0
+        proc = start(*args, cwd=tmp_path)
+        wait_for_new_checkpoint(last, proc, before)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        finish(proc, expected=-signal.SIGKILL)
+        killed_at.append(load_checkpoint(last)["state"]["step"])
+    assert len(set(killed_at)) == 3 and killed_at == sorted(killed_at), killed_at
+    assert not (run_dir / "metrics.json").exists()
+    finish(start("resume", str(run_dir), cwd=tmp_path))
+    assert_same_run(run_dir, reference_run)
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_saves_exits_3_and_resumes_exactly(reference_run, mnist_root, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start("train", *slow_overrides(mnist_root, run_dir), cwd=tmp_path)
+    wait_for_new_checkpoint(run_dir / "checkpoints" / "last.pt", proc, 0.0)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output = finish(proc, expected=3)
+    assert f"convbench resume {run_dir}" in output
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["error"] == "SIGTERM"
+    saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]
+    assert saved["batch_in_epoch"] > 0 or saved["epoch"] > 0
+    finish(start("resume", str(run_dir), cwd=tmp_path))
+    assert_same_run(run_dir, reference_run)
+
+
+def _tiny_checkpointer(folder: Path) -> tuple[Checkpointer, TrainState]:
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+
+    class Writer:
+        def flush(self):
+            pass
+
+    return Checkpointer(
+        folder, {"model": {}}, model, optimizer, scheduler, scaler, Writer()
+    ), TrainState()
+
+
+def test_full_disk_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    checkpointer, state = _tiny_checkpointer(tmp_path / "checkpoints")
+    state.step = 1
+    checkpointer.save(state, is_best=True)
+    real_save = torch.save
+
+    def full_disk(obj, handle):
+        real_save(obj, handle)
+        handle.truncate(10)  # half-written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    state.step = 2
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        checkpointer.save(state, is_best=True)
+    monkeypatch.undo()
+    for name in ("last.pt", "best.pt"):
+        assert load_checkpoint(tmp_path / "checkpoints" / name)["state"]["step"] == 1
+    # The temporary file of the failed save is gone; nothing else was written.
+    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {"best.pt", "last.pt"}
+
+
+@pytest.mark.slow
+def test_resume_ignores_the_leftover_of_a_save_killed_mid_write(reference_run, mnist_root,
+                                                                tmp_path):  # fmt: skip
+    run_dir = tmp_path / "run"
+    proc = start("train", *slow_overrides(mnist_root, run_dir), cwd=tmp_path)
+    wait_for_new_checkpoint(run_dir / "checkpoints" / "last.pt", proc, 0.0)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    finish(proc, expected=-signal.SIGKILL)
+    leftover = run_dir / "checkpoints" / ".last.pt.tmp-99999"
+    leftover.write_bytes(b"PK\x03\x04 half a zip")  # what a save killed mid-write leaves
+    finish(start("resume", str(run_dir), cwd=tmp_path))
+    assert not leftover.exists()
+    assert_same_run(run_dir, reference_run)
+
+
+@pytest.mark.slow
+def test_nan_stops_with_a_clear_message_and_best_pt_untouched(cli, mnist_root, tmp_path):
+    # Epoch 1 trains normally; then the step scheduler multiplies lr by 1e12: the loss explodes.
+    run_dir = tmp_path / "run"
+    result = cli("train", "dataset=mnist", f"dataset.root={mnist_root}", "dataset.val_size=100",
+                 "trainer.epochs=3", "trainer.device=cpu", "scheduler=step",
+                 "scheduler.step_size=1", "scheduler.gamma=1e12", f"hydra.run.dir={run_dir}",
+                 cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    message = result.stderr
+    assert "epoch 2, step" in message and "last.pt" in message and "best.pt" in message
+    assert "Traceback" not in message
+    for name in ("best.pt", "last.pt"):
+        saved = load_checkpoint(run_dir / "checkpoints" / name)
+        assert saved["state"]["epoch"] == 1
+        assert all(torch.isfinite(t).all() for t in saved["model"].values())
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
+    assert not (run_dir / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_nonfinite_skips_are_bounded(cli, mnist_root, tmp_path):
+    result = cli("train", "dataset=mnist", f"dataset.root={mnist_root}", "dataset.val_size=100",
+                 "trainer.epochs=3", "trainer.device=cpu", "scheduler=step",
+                 "scheduler.step_size=1", "scheduler.gamma=1e12", "trainer.nonfinite_skips=2",
+                 f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 4
+    assert "more than trainer.nonfinite_skips=2" in result.stderr
+    assert result.stdout.count("skipped") >= 2
