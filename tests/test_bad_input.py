@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import tiny_mnist_overrides
-from fakedata import write_cifar_dataset, write_idx_dataset
+from fakedata import write_cifar_dataset
 
 TYPO_CASES = [
     # (overrides, text the message must contain)
