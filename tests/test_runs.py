@@ -94,9 +94,9 @@ def test_table_has_a_row_per_run_and_the_errors(outputs, tmp_path):
     result = run_cli("runs", str(outputs), cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["When", "Run", "Model", "Dataset", "Overrides", "Epochs", "Best",
-                                "val", "Test", "Status"]  # fmt: skip
-    rows = {line.split()[2]: line.split() for line in lines[1:7]}
+    assert lines[0].split() == ["When", "Model", "Dataset", "Overrides", "Epochs", "Best", "val",
+                                "Test", "Status", "Run"]  # fmt: skip
+    rows = {line.split()[-1]: line.split()[:-1] for line in lines[1:7]}
     assert rows["sweep/0_lr=0.1"][-1] == "failed" and "3/10" in rows["sweep/0_lr=0.1"]
     assert rows["sweep/1_lr=1"][-1] == "interrupted" and "0.5000" in rows["sweep/1_lr=1"]
     assert rows["live"][-1] == "running" and "4/10" in rows["live"]

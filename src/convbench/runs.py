@@ -26,7 +26,8 @@ from convbench.errors import ConvbenchError
 
 # Used when a run's .hydra/hydra.yaml does not say (the same keys as conf/config.yaml).
 DEFAULT_EXCLUDED_KEYS = ("dataset.root", "dataset.data_dir", "trainer.device")
-COLUMNS = ("When", "Run", "Model", "Dataset", "Overrides", "Epochs", "Best val", "Test", "Status")
+# The run folder comes last: sweep folders have long names, and the others stay aligned.
+COLUMNS = ("When", "Model", "Dataset", "Overrides", "Epochs", "Best val", "Test", "Status", "Run")
 OVERRIDES_WIDTH = 48  # the table cuts longer override lists; --json has them whole
 
 
@@ -154,9 +155,9 @@ def _cells(row: dict) -> tuple[str, ...]:
     epoch = "?" if row["epoch"] is None else str(row["epoch"])
     epochs = "?" if row["epochs"] is None else str(row["epochs"])
     started = datetime.fromisoformat(row["started"]).strftime("%Y-%m-%d %H:%M")
-    return (started, row["run"], row["model"] or "?", row["dataset"] or "?", overrides,
-            f"{epoch}/{epochs}", _accuracy(row["best_val_acc"]), _accuracy(row["test_acc"]),
-            row["status"])  # fmt: skip
+    return (started, row["model"] or "?", row["dataset"] or "?", overrides, f"{epoch}/{epochs}",
+            _accuracy(row["best_val_acc"]), _accuracy(row["test_acc"]), row["status"],
+            row["run"])  # fmt: skip
 
 
 def format_runs(rows: list[dict]) -> str:
