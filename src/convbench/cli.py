@@ -57,12 +57,15 @@ def summary(
         None, help="Hydra overrides, as for train: model=mlp dataset=cifar10 dataset.image_size=64"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    config_dir: Path | None = typer.Option(
+        None, help="An extra config folder, as for train (e.g. your own model/*.yaml)."
+    ),
 ) -> None:
     """Print each layer's output shape, parameters, MACs and receptive field, then the totals.
     The model is built on the meta device: no weights are allocated, whatever its size."""
     from convbench.summary import run_summary
 
-    typer.echo(run_summary(overrides or [], as_json=as_json))
+    typer.echo(run_summary(overrides or [], as_json=as_json, extra_config_dir=config_dir))
 
 
 @app.command()

@@ -55,6 +55,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -305,8 +306,23 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> dict:
     }
 
 
-def compose_config(overrides: Sequence[str]):
-    """The config `convbench train OVERRIDES` would run, composed without starting a run."""
+def search_path_override(config_dir: str, overrides: Sequence[str]) -> str:
+    """`--config-dir DIR` for the compose API, which has no such flag: Hydra's search path."""
+    if any(override.startswith("hydra.searchpath=") for override in overrides):
+        raise ConvbenchError(
+            "--config-dir DIR and hydra.searchpath=[...] both set the extra config folders; use "
+            "one: hydra.searchpath=[file://DIR,...] takes several."
+        )
+    folder = Path(config_dir).resolve()
+    if not folder.is_dir():
+        raise ConvbenchError(f"--config-dir {config_dir}: {folder} is not a folder.")
+    quoted = str(folder).replace("'", "\\'")  # quoted: a path may hold , = or spaces
+    return f"hydra.searchpath=['file://{quoted}']"
+
+
+def compose_config(overrides: Sequence[str], extra_config_dir: str | None = None):
+    """The config `convbench train [--config-dir DIR] OVERRIDES` would run, composed without
+    starting a run."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -316,6 +332,8 @@ def compose_config(overrides: Sequence[str]):
     from convbench.paths import config_dir
 
     config.register()
+    if extra_config_dir is not None:
+        overrides = [search_path_override(extra_config_dir, overrides), *overrides]
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("config", overrides=list(overrides))
@@ -335,9 +353,9 @@ def build_meta_model(cfg) -> nn.Module:
         return build("model", cfg.model)
 
 
-def summarize_config(overrides: Sequence[str]) -> dict:
+def summarize_config(overrides: Sequence[str], extra_config_dir: str | None = None) -> dict:
     """`summarize` of the model and dataset that `overrides` compose, built on the meta device."""
-    cfg, input_shape = compose_config(overrides)
+    cfg, input_shape = compose_config(overrides, extra_config_dir)
     model = build_meta_model(cfg)
     header = {
         "model": type(model).__name__,
@@ -417,7 +435,9 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def run_summary(overrides: Sequence[str], as_json: bool = False) -> str:
-    """The text `convbench summary [--json] OVERRIDES...` prints."""
-    summary = summarize_config(overrides)
+def run_summary(
+    overrides: Sequence[str], as_json: bool = False, extra_config_dir: str | None = None
+) -> str:
+    """The text `convbench summary [--json] [--config-dir DIR] OVERRIDES...` prints."""
+    summary = summarize_config(overrides, extra_config_dir)
     return json.dumps(summary, indent=2) if as_json else format_summary(summary)

@@ -1,0 +1,77 @@
+"""Users bring their own model (examples/own_model): trained, summarized and evaluated from outside
+convbench's package, through Hydra's search path or a config given on the command line."""
+
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import REPO, run_cli, tiny_mnist_overrides
+from convbench.cli import app
+from convbench.summary import summarize_config
+
+EXAMPLE = REPO / "examples" / "own_model"
+# The direct form from the README: no YAML file, the model config on the command line.
+DIRECT = ["~model", "+model={_target_: mynets.TinyNet, num_classes: ${dataset.num_classes}, "
+          "in_channels: ${dataset.in_channels}, image_size: ${dataset.image_size}}"]  # fmt: skip
+
+
+def user_env() -> dict:
+    """PYTHONPATH as the README says: relative, from the repository root."""
+    paths = ["examples/own_model", os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
+@pytest.fixture
+def importable(monkeypatch):
+    """`import mynets` works in this process too."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+
+
+def test_trains_through_the_search_path_and_evaluates(mnist_root, tmp_path, importable):
+    run_dir = tmp_path / "run"
+    result = run_cli("train", "--config-dir", "examples/own_model/conf", "model=tinynet",
+                     *tiny_mnist_overrides(mnist_root), f"hydra.run.dir={run_dir}", cwd=REPO,
+                     env_extra=user_env())  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["model"] == "mynets.TinyNet" and metrics["epochs"] == 2
+    assert metrics["params"] == 5130  # 16*1*9+16 + 32*16*9+32 + 32*10+10
+    report = CliRunner().invoke(app, ["eval", str(run_dir), "--json", "--device", "cpu"])
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.stdout)["test_acc"] == metrics["test_acc"]
+
+
+def test_trains_with_the_model_config_on_the_command_line(mnist_root, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli("train", *DIRECT, *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",
+                     "dataset.train_limit=64", f"hydra.run.dir={run_dir}", cwd=REPO,
+                     env_extra=user_env())  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["model"] == "mynets.TinyNet"
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"extra_config_dir": str(EXAMPLE / "conf"), "overrides": ["model=tinynet"]},
+        {"overrides": [f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]", "model=tinynet"]},
+        {"overrides": DIRECT},
+    ],
+    ids=["config-dir", "searchpath", "direct"],
+)
+def test_summary_composes_every_form(importable, form):
+    summary = summarize_config(
+        [*form["overrides"], "dataset=cifar10"], form.get("extra_config_dir")
+    )
+    assert summary["target"] == "mynets.TinyNet" and summary["dataset"] == "cifar10"
+    assert summary["params"] == 16 * 3 * 9 + 16 + 32 * 16 * 9 + 32 + 32 * 10 + 10
+    assert summary["layers"][0]["output_shape"] == [1, 16, 32, 32]
+
+
+def test_summary_cli_takes_config_dir(importable):
+    result = CliRunner().invoke(app, ["summary", "--config-dir", str(EXAMPLE / "conf"),
+                                      "model=tinynet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("TinyNet (mynets.TinyNet) on fashionmnist")
