@@ -48,7 +48,18 @@ def train(ctx: typer.Context) -> None:
     -m for a sweep, --cfg job to print the config, --help for every group and key."""
     from convbench.hydra_app import run_train
 
-    raise typer.Exit(run_train(ctx.args))
+    raise typer.Exit(run_train(_quiet_overrides(ctx.args)))
+
+
+QUIET_OVERRIDES = ["trainer.progress=false", "++hydra.job_logging.handlers.console.level=WARNING"]
+
+
+def _quiet_overrides(args: list[str]) -> list[str]:
+    """`-q/--quiet`: no progress bar, only warnings and errors on the console; train.log in the
+    run folder still gets every line."""
+    quiet = [a for a in args if a in ("-q", "--quiet")]
+    rest = [a for a in args if a not in ("-q", "--quiet")]
+    return rest + QUIET_OVERRIDES if quiet else rest
 
 
 @app.command()

@@ -74,6 +74,10 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = MISSING
     nonfinite_skips: int = MISSING
     init_from: Optional[str] = None  # noqa: UP045
+    log_images: bool = MISSING
+    histogram_every_n_epochs: int = MISSING
+    log_graph: bool = MISSING
+    progress: Optional[bool] = None  # noqa: UP045 - None: a bar only on a terminal
     num_threads: Optional[int] = None  # noqa: UP045
 
 

@@ -17,6 +17,9 @@ class NoProgress:
     def advance(self, images: int) -> None:
         pass
 
+    def show(self, **metrics: float) -> None:
+        pass
+
     def stop(self) -> None:
         pass
 
@@ -44,6 +47,7 @@ class BarProgress:
             BarColumn(),
             MofNCompleteColumn(),
             ImagesPerSecond(),
+            TextColumn("{task.fields[metrics]}"),
             TimeRemainingColumn(),
             transient=True,
         )
@@ -54,10 +58,15 @@ class BarProgress:
             self._progress.start()
         else:
             self._progress.remove_task(self._task)
-        self._task = self._progress.add_task(f"epoch {epoch}/{epochs}", total=total)
+        self._task = self._progress.add_task(f"epoch {epoch}/{epochs}", total=total, metrics="")
 
     def advance(self, images: int) -> None:
         self._progress.advance(self._task, images)
+
+    def show(self, **metrics: float) -> None:
+        """Running epoch means, refreshed at the engine's sync points."""
+        text = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+        self._progress.update(self._task, metrics=text)
 
     def stop(self) -> None:
         if self._task is not None:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from convbench.errors import NonFiniteLoss, RunInterrupted
+from convbench.visuals import log_filters, log_histograms
 
 log = logging.getLogger("convbench")
 
@@ -47,6 +48,8 @@ class EngineOptions:
     autocast_dtype: torch.dtype | None = None  # bf16/fp16 autocast; None runs in fp32
     checkpoint_every_n_steps: int = 0  # 0: checkpoints at epoch ends only
     skip_nonfinite: int = 0  # >0: skip up to this many non-finite steps (one sync per step)
+    log_images: bool = True  # first-layer filters after every epoch
+    histogram_every_n_epochs: int = 0  # weight/gradient histograms; 0: off
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -66,8 +69,8 @@ def _new_buffers(steps: int, device: torch.device) -> dict[str, torch.Tensor]:
 class _SyncPoint:
     """Host-side reading of the epoch buffers: non-finite check and per-step loss points."""
 
-    def __init__(self, state, writer):
-        self.state, self.writer = state, writer
+    def __init__(self, state, writer, progress):
+        self.state, self.writer, self.progress = state, writer, progress
         self.logged_upto = state.batch_in_epoch  # buffer slots already written to TensorBoard
 
     def check(self, buffers, upto: int, write_points: bool) -> None:
@@ -82,6 +85,11 @@ class _SyncPoint:
                 "Lower optimizer.lr, set trainer.grad_clip_norm, or use trainer.nonfinite_skips=N "
                 "to skip up to N bad steps."
             )
+        seen = buffers["size"][:upto].sum().item()
+        if seen:
+            correct = buffers["correct"][:upto].sum().item()
+            loss = (losses * buffers["size"][:upto].cpu()).sum().item()
+            self.progress.show(loss=loss / seen, acc=correct / seen)
         if write_points:
             first_step = self.state.step - upto + 1
             for slot in range(self.logged_upto, upto):
@@ -116,7 +124,9 @@ def train_one_epoch(model, batches, optimizer, loss_fn, scaler, state, writer, o
     model.train()
     if state.epoch_buffers is None:
         state.epoch_buffers = _new_buffers(len(batches), batches.device)
-    buffers, sync = state.epoch_buffers, _SyncPoint(state, writer)
+    buffers, sync = state.epoch_buffers, _SyncPoint(state, writer, progress)
+    every = options.histogram_every_n_epochs
+    histogram_index = len(batches) - 1 if every and (state.epoch + 1) % every == 0 else -1
     started, trained = time.perf_counter(), 0
     for index, (images, labels) in enumerate(
         batches.epoch(state.epoch, state.batch_in_epoch), state.batch_in_epoch
@@ -131,6 +141,8 @@ def train_one_epoch(model, batches, optimizer, loss_fn, scaler, state, writer, o
                 nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip_norm)
             scaler.step(optimizer)
             scaler.update()
+            if index == histogram_index:  # the epoch's last gradients, before they are cleared
+                log_histograms(writer, model, state.step + 1)
             optimizer.zero_grad(set_to_none=True)
             buffers["loss"][index] = loss.detach()
             buffers["correct"][index] = (logits.argmax(1) == labels).sum()
@@ -223,6 +235,8 @@ def fit(model, optimizer, scheduler, batches, loss_fn, scaler, state, epochs, wr
                               **{f"train_{k}": v for k, v in train_metrics.items()},
                               "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"]})  # fmt: skip
         _log_epoch(writer, state, epochs, train_metrics, val_metrics, lr)
+        if options.log_images:
+            log_filters(writer, model, state.step)
         checkpointer.save(state, is_best=is_best)
         if stop.requested:
             raise RunInterrupted(stop.requested)

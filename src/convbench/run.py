@@ -24,6 +24,7 @@ from convbench.engine import EngineOptions, TrainState, evaluate, fit
 from convbench.errors import CheckpointError, ConvbenchError, RunInterrupted
 from convbench.signals import StopRequest
 from convbench.status import write_json, write_status
+from convbench.visuals import log_confusion, log_filters, log_graph, log_sample_batch
 
 log = logging.getLogger("convbench")
 
@@ -152,7 +153,8 @@ def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> 
     scaler = torch.amp.GradScaler(device.type, enabled=trainer.precision == "fp16")
     options = EngineOptions(trainer.grad_clip_norm, trainer.log_every_n_steps,
                             AUTOCAST_DTYPES[trainer.precision], trainer.checkpoint_every_n_steps,
-                            trainer.nonfinite_skips)  # fmt: skip
+                            trainer.nonfinite_skips, trainer.log_images,
+                            trainer.histogram_every_n_epochs)  # fmt: skip
     # purge_step: on resume, TensorBoard hides events a killed process wrote after last.pt.
     writer = SummaryWriter(str(run_dir), purge_step=purge_step)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -212,7 +214,9 @@ def execute(run: Run, state: TrainState) -> dict:
     started = time.perf_counter() - sum(e["train_seconds"] for e in state.history)
     epochs = run.cfg.trainer.epochs
     write_status(run.run_dir, "running", state=state, epochs=epochs)
-    progress = make_progress()
+    if state.step == 0:
+        log_first_pictures(run)
+    progress = make_progress(run.cfg.trainer.progress)
     try:
         with StopRequest() as stop:
             fit(run.model_for_training(), run.optimizer, run.scheduler, run.batches,
@@ -234,6 +238,15 @@ def execute(run: Run, state: TrainState) -> dict:
     return finish(run, state, time.perf_counter() - started)
 
 
+def log_first_pictures(run: Run) -> None:
+    """Before the first step: the augmented sample batch, the initial filters, the graph."""
+    if run.cfg.trainer.log_images:
+        log_sample_batch(run.writer, run.batches["train"], 0)
+        log_filters(run.writer, run.model, 0)
+    if run.cfg.trainer.log_graph:
+        log_graph(run.writer, run.model, run.batches["train"])
+
+
 def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
     """Test once with the best weights, write metrics.json and HParams, report."""
     run.model.load_state_dict(load_checkpoint(run.checkpointer.best)["model"])
@@ -241,6 +254,8 @@ def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
     test = evaluate(run.model, run.batches["test"], nn.CrossEntropyLoss(),
                     run.cfg.dataset.num_classes, precision)  # fmt: skip
     metrics = final_metrics(state, test, run, wall_time_s)
+    if run.cfg.trainer.log_images:
+        log_confusion(run.writer, test["confusion"], list(run.cfg.dataset.classes), state.step)
     write_json(run.run_dir / "metrics.json", metrics)
     run.writer.add_hparams(hparams(run.cfg), {"hparam/test_acc": metrics["test_acc"],
                            "hparam/best_val_acc": metrics["best_val_acc"]}, run_name=".")  # fmt: skip
