@@ -150,7 +150,9 @@ def main() -> None:
     """Console-script entry point: user errors become one paragraph and their exit code (2 for
     bad input, 4 for a diverged loss), a honoured stop signal exits 3 (see convbench.errors)."""
     try:
-        app()
+        # The name users type, also under `python -m convbench`: usage lines and the shell
+        # completion script (its function and _CONVBENCH_COMPLETE variable) are made from it.
+        app(prog_name="convbench")
     except ConvbenchError as err:
         typer.echo(f"Error: {err}", err=True)
         sys.exit(err.exit_code)
