@@ -128,12 +128,16 @@ def train_one_epoch(model, batches, optimizer, loss_fn, scaler, state, writer, o
     every = options.histogram_every_n_epochs
     histogram_index = len(batches) - 1 if every and (state.epoch + 1) % every == 0 else -1
     started, trained = time.perf_counter(), 0
+    # Auxiliary heads (GoogLeNet's): the model adds their weighted loss term to the main loss.
+    aux_loss = getattr(model, "aux_loss", None)
     for index, (images, labels) in enumerate(
         batches.epoch(state.epoch, state.batch_in_epoch), state.batch_in_epoch
     ):
         with _autocast(batches.device, options.autocast_dtype):
             logits = model(images)
             loss = loss_fn(logits, labels)
+            if aux_loss is not None:
+                loss = loss + aux_loss(loss_fn, labels)
         if not _skip_if_nonfinite(loss, optimizer, state, options):
             scaler.scale(loss).backward()
             if options.grad_clip_norm:

@@ -1,0 +1,87 @@
+"""The engine on tiny in-memory data: metrics it reports, confusion matrix, auxiliary heads."""
+
+import torch
+from torch import nn
+
+from convbench.data import Batches, Split
+from convbench.engine import EngineOptions, TrainState, evaluate, train_one_epoch
+from convbench.models.googlenet import GoogLeNet
+
+
+class _Nothing:
+    requested = None
+
+    def __getattr__(self, name):  # progress bar, writer and checkpointer stand-ins
+        return lambda *args, **kwargs: None
+
+
+def _batches(n=64, size=8, channels=1, batch_size=16, seed=0) -> Batches:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(
+        0, 256, (n, channels, size, size), dtype=torch.uint8, generator=generator
+    )
+    labels = torch.arange(n) % 4
+    images[:, :, : size // 2] = (labels * 60).to(torch.uint8).view(-1, 1, 1, 1)  # learnable
+    return Batches(Split(images, labels), batch_size=batch_size, device=torch.device("cpu"),
+                   mean=[0.5] * channels, std=[0.5] * channels, image_size=size, shuffle=True)  # fmt: skip
+
+
+def _epoch(model, batches, optimizer, state, options=None):
+    nothing = _Nothing()
+    return train_one_epoch(model, batches, optimizer, nn.CrossEntropyLoss(),
+                           torch.amp.GradScaler("cpu", enabled=False), state, nothing,
+                           options or EngineOptions(), nothing, nothing, nothing)  # fmt: skip
+
+
+def test_epoch_metrics_are_the_means_over_the_epoch_and_training_learns():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    batches, state = _batches(), TrainState()
+    first = _epoch(model, batches, optimizer, state)
+    assert state.step == 4 and state.batch_in_epoch == 4
+    assert 0 < first["acc"] <= 1 and first["loss"] > 0 and first["images_per_sec"] > 0
+    state.epoch, state.batch_in_epoch, state.epoch_buffers = 1, 0, None
+    for _ in range(20):
+        later = _epoch(model, batches, optimizer, state)
+        state.epoch, state.batch_in_epoch, state.epoch_buffers = state.epoch + 1, 0, None
+    assert later["loss"] < first["loss"] and later["acc"] > first["acc"]
+
+
+def test_epoch_loss_equals_the_sample_weighted_mean_of_step_losses():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # frozen: every step sees one model
+    batches = _batches(n=40, batch_size=16)  # batches of 16, 16 and 8
+    reported = _epoch(model, batches, optimizer, TrainState())
+    with torch.no_grad():
+        losses = [
+            nn.functional.cross_entropy(model(x), y, reduction="sum") for x, y in batches.epoch(0)
+        ]
+    assert abs(reported["loss"] - float(sum(losses)) / 40) < 1e-5
+
+
+def test_evaluate_confusion_matrix_counts_predictions():
+    class Constant(nn.Module):  # always predicts class 2
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.full((len(x),), 2), 4).float()
+
+    result = evaluate(Constant(), _batches(n=40), nn.CrossEntropyLoss(), num_classes=4)
+    confusion = result["confusion"]
+    assert confusion.sum() == 40 and confusion[:, 2].sum() == 40
+    assert confusion[2, 2] == 10 and result["acc"] == 0.25
+
+
+def test_googlenet_auxiliary_heads_are_trained_when_on():
+    torch.manual_seed(0)
+    model = GoogLeNet(num_classes=4, in_channels=3, image_size=32, aux_heads=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    grads = {}
+
+    class Recorder(torch.optim.SGD):
+        def step(self, closure=None):
+            grads.update({n: p.grad for n, p in model.named_parameters() if "aux" in n})
+            return super().step(closure)
+
+    optimizer = Recorder(model.parameters(), lr=0.01)
+    _epoch(model, _batches(n=4, size=32, channels=3, batch_size=4), optimizer, TrainState())
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
