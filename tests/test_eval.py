@@ -1,6 +1,7 @@
 """`convbench eval RUN_DIR`: a run's checkpoint tested again from the run folder alone."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,14 +9,19 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import run_cli, tiny_mnist_overrides
+from convbench.checkpoint import load_checkpoint, save_checkpoint
 from convbench.cli import app
+from convbench.errors import CheckpointError
+
+# A tiny net gains nothing from more threads, and they spin-wait when the cores are busy.
+ONE_THREAD = "trainer.num_threads=1"
 
 
 @pytest.fixture(scope="module")
 def run_dir(mnist_root, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("eval")
-    result = run_cli("train", *tiny_mnist_overrides(mnist_root), f"hydra.run.dir={work / 'run'}",
-                     cwd=work)  # fmt: skip
+    result = run_cli("train", *tiny_mnist_overrides(mnist_root), ONE_THREAD,
+                     f"hydra.run.dir={work / 'run'}", cwd=work)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return work / "run"
 
@@ -72,3 +78,14 @@ def test_a_foreign_checkpoint_exits_2_without_traceback(tmp_path, content):
     result = run_cli("eval", str(tmp_path / "run"), cwd=tmp_path, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "convbench checkpoint" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_weights_that_do_not_fit_their_config_are_refused(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    payload = load_checkpoint(copy / "checkpoints" / "best.pt")
+    payload["model"].pop(next(iter(payload["model"])))  # as if the model's code had changed
+    save_checkpoint(payload, copy / "checkpoints" / "best.pt")
+    result = CliRunner().invoke(app, ["eval", str(copy), "--device", "cpu"])
+    assert isinstance(result.exception, CheckpointError)  # main() prints it and exits 2
+    assert "weights do not fit" in str(result.exception)

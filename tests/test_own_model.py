@@ -11,6 +11,9 @@ from conftest import REPO, run_cli, tiny_mnist_overrides
 from convbench.cli import app
 from convbench.summary import summarize_config
 
+# A tiny net gains nothing from more threads, and they spin-wait when the cores are busy.
+ONE_THREAD = "trainer.num_threads=1"
+
 EXAMPLE = REPO / "examples" / "own_model"
 # The direct form from the README: no YAML file, the model config on the command line.
 DIRECT = ["~model", "+model={_target_: mynets.TinyNet, num_classes: ${dataset.num_classes}, "
@@ -32,8 +35,8 @@ def importable(monkeypatch):
 def test_trains_through_the_search_path_and_evaluates(mnist_root, tmp_path, importable):
     run_dir = tmp_path / "run"
     result = run_cli("train", "--config-dir", "examples/own_model/conf", "model=tinynet",
-                     *tiny_mnist_overrides(mnist_root), f"hydra.run.dir={run_dir}", cwd=REPO,
-                     env_extra=user_env())  # fmt: skip
+                     *tiny_mnist_overrides(mnist_root), ONE_THREAD,
+                     f"hydra.run.dir={run_dir}", cwd=REPO, env_extra=user_env())  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["model"] == "mynets.TinyNet" and metrics["epochs"] == 2
@@ -45,9 +48,9 @@ def test_trains_through_the_search_path_and_evaluates(mnist_root, tmp_path, impo
 
 def test_trains_with_the_model_config_on_the_command_line(mnist_root, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("train", *DIRECT, *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",
-                     "dataset.train_limit=64", f"hydra.run.dir={run_dir}", cwd=REPO,
-                     env_extra=user_env())  # fmt: skip
+    result = run_cli("train", *DIRECT, *tiny_mnist_overrides(mnist_root), ONE_THREAD,
+                     "trainer.epochs=1", "dataset.train_limit=64", f"hydra.run.dir={run_dir}",
+                     cwd=REPO, env_extra=user_env())  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads((run_dir / "metrics.json").read_text())["model"] == "mynets.TinyNet"
 

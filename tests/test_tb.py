@@ -14,6 +14,9 @@ import pytest
 
 from conftest import run_cli, tiny_mnist_overrides
 
+# A tiny net gains nothing from more threads, and they spin-wait when the cores are busy.
+ONE_THREAD = "trainer.num_threads=1"
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -22,8 +25,8 @@ def outputs(mnist_root, tmp_path_factory) -> Path:
     """An outputs/ folder holding one finished run, made by `convbench train`."""
     work = tmp_path_factory.mktemp("tb")
     run_dir = work / "outputs" / "run_a"
-    result = run_cli("train", *tiny_mnist_overrides(mnist_root), f"hydra.run.dir={run_dir}",
-                     cwd=work)  # fmt: skip
+    result = run_cli("train", *tiny_mnist_overrides(mnist_root), ONE_THREAD,
+                     f"hydra.run.dir={run_dir}", cwd=work)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return work / "outputs"
 

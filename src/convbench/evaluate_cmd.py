@@ -37,7 +37,8 @@ def _load_weights(model, payload: dict, path: Path) -> None:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path}: its weights do not fit the model its own config builds ({first_line}). "
-            "Was the model's code changed since the run? Evaluate with the code it was trained with."
+            "Was the model's code changed since the run? Evaluate with the code it was trained "
+            "with."
         ) from None
 
 
