@@ -209,3 +209,36 @@ def test_nonfinite_skips_are_bounded(cli, mnist_root, tmp_path):
     assert result.returncode == 4
     assert "more than trainer.nonfinite_skips=2" in result.stderr
     assert result.stdout.count("skipped") >= 2
+
+
+@pytest.mark.slow
+def test_the_own_model_example_resumes(tmp_path):
+    """examples/own_model (a user's package on PYTHONPATH) stops on SIGTERM and resumes."""
+    from fakedata import write_idx_dataset
+
+    root = write_idx_dataset(tmp_path / "data", train=4100, test=100)
+    run_dir = tmp_path / "run"
+    repo = TESTS.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(repo / "examples" / "own_model"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    args = [sys.executable, "-m", "convbench", "train", "--config-dir",
+            str(repo / "examples/own_model/conf"), "model=tinynet", "dataset=mnist",
+            f"dataset.root={root}", "dataset.val_size=100", "trainer.epochs=3",
+            "trainer.batch_size=32", "trainer.device=cpu", "trainer.num_threads=1",
+            "trainer.checkpoint_every_n_steps=1", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_new_checkpoint(run_dir / "checkpoints" / "last.pt", proc, 0.0)
+    proc.send_signal(signal.SIGTERM)
+    finish(proc, expected=3)
+    stopped_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]["step"]
+    assert 0 < stopped_at < 3 * 125
+    resumed = subprocess.run([sys.executable, "-m", "convbench", "resume", str(run_dir)],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["model"] == "mynets.TinyNet"
+    assert metrics["epochs"] == 3 and metrics["steps"] == 3 * 125  # 4,000 images / 32 per batch
