@@ -194,7 +194,7 @@ def test_cli_table_of_the_lecture_mlp():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model=nope", "Available options in 'model'"),
+        ("model=nope", "model=nope is not a known model: choose one of"),
         ("dataset.image_size=ten", "dataset.image_size"),
         ("model.image_size=32", "does not accept an input of shape [1, 1, 28, 28]"),
         ("model.activation=swish", "model.activation='swish' is not known"),

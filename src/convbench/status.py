@@ -1,11 +1,12 @@
 """`status.json` in every run folder: what `convbench runs` shows while and after a run goes.
 
 {"status": "running" | "finished" | "failed" | "interrupted", "updated": ISO time, "epoch": int,
- "step": int, "epochs": int, "best_val_acc": float | null, "error": str | null, "pid": int}
+ "step": int, "epochs": int, "best_val_acc": float | null, "error": str | null, "pid": int, "host": str}
 """
 
 import json
 import os
+import socket
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ def write_status(run_dir: Path, status: str, *, state=None, epochs: int = 0, err
         "best_val_acc": best if best is not None and best >= 0 else None,
         "error": error,
         "pid": os.getpid(),
+        "host": socket.gethostname(),  # a pid means something only on its own machine
     }
     write_json(run_dir / "status.json", record)
 
