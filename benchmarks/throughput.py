@@ -1,0 +1,533 @@
+"""Training throughput: convbench's engine against a bare tensor loop and torchvision's pipeline.
+
+For each model, in one process, on the same images and from the same initial weights, one
+training epoch is timed three ways:
+
+  bare        the whole training set as one uint8 tensor on the device; each epoch a randperm,
+              each step an index, a normalization, forward, loss, backward, step, zero_grad.
+              No logging, no metrics: the fastest simple loop a PyTorch user writes.
+  convbench   `convbench.engine.train_one_epoch` with real `convbench.data.Batches`, the
+              trainer's default EngineOptions (log_every_n_steps from conf/trainer/default.yaml),
+              a real TensorBoard SummaryWriter and the console's NoProgress (what a run off a
+              terminal uses); no checkpoints during the epoch.
+  dataloader  torchvision's usual stack: `torchvision.datasets.FashionMNIST` (or CIFAR10) with
+              ToTensor + Normalize, `torch.utils.data.DataLoader(shuffle=True)`, one worker count
+              per `--workers` entry; the fastest one is reported and named.
+
+Each variant is warmed up for a few steps, then timed over a whole epoch (the device is
+synchronized before and after). Repeats interleave the variants in a rotating order; the table
+shows the median images/s and two ratios: convbench/bare (overhead of the engine; the target is
+>= 0.95) and convbench/dataloader (what the in-memory path buys over the usual stack; targets
+>= 4 for mlp and >= 1.4 for lenet). Augmentation is off in every variant, so all do the same work.
+
+Examples:
+  python benchmarks/throughput.py                                    # mlp, lenet, resnet20 on CPU
+  python benchmarks/throughput.py --device cuda --precision bf16 --channels-last \
+      --models resnet18 --dataset cifar10 --images 50000             # GPU: ~2-3 minutes
+  python benchmarks/throughput.py --smoke                            # seconds; used by the tests
+"""
+
+import argparse
+import copy
+import gzip
+import json
+import os
+import pickle
+import re
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision import transforms
+
+from convbench import config
+from convbench.console import NoProgress
+from convbench.data import Batches, Split
+from convbench.engine import EngineOptions, TrainState, train_one_epoch
+from convbench.paths import config_dir
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")  # fmt: skip
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+BARE_TARGET = 0.95  # convbench/bare, every model
+DATALOADER_TARGETS = {"mlp": 4.0, "lenet": 1.4}  # convbench/dataloader
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class Data:
+    """The training images once, for every variant."""
+
+    images: torch.Tensor  # uint8 [N, C, H, W], CPU
+    labels: torch.Tensor  # int64 [N], CPU
+    source: str  # where the images came from, printed with the results
+    torchvision_dataset: torch.utils.data.Dataset  # the same images through torchvision
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file of unsigned bytes: magic (0, 0, 0x08, ndim), big-endian dims, the data."""
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return bytes([0, 0, 0x08, array.ndim]) + dims + np.ascontiguousarray(array).tobytes()
+
+
+def random_images(count: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(count, *shape), dtype=np.uint8)
+    return images, rng.integers(0, 10, size=count, dtype=np.uint8)
+
+
+def prepare_fashion_mnist(root: Path, count: int, generated: bool) -> tuple[Path, str]:
+    """Put Fashion-MNIST's four IDX files (uncompressed: torchvision reads them only after its
+    own download step extracted them) in `root`/FashionMNIST/raw; returns (root, source)."""
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    if not generated and all((FASHION_MNIST_DIR / f"{n}.gz").is_file() for n in IDX_FILES):
+        for name in IDX_FILES:
+            with gzip.open(FASHION_MNIST_DIR / f"{name}.gz") as src, open(raw / name, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        return root, f"real Fashion-MNIST ({FASHION_MNIST_DIR})"
+    for prefix, size, seed in (("train", count, 0), ("t10k", 100, 1)):
+        images, labels = random_images(size, (28, 28), seed)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(images))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    return root, "generated random uint8 images in Fashion-MNIST's IDX format"
+
+
+class GeneratedCIFAR10(torchvision.datasets.CIFAR10):
+    """torchvision's CIFAR10 reader, minus the md5 check against the official archive
+    (generated files cannot pass it); reading and __getitem__ are torchvision's own."""
+
+    def _check_integrity(self) -> bool:
+        return True
+
+    def _load_meta(self) -> None:
+        with open(Path(self.root) / self.base_folder / "batches.meta", "rb") as handle:
+            self.classes = pickle.load(handle)["label_names"]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+def write_cifar10(root: Path, count: int) -> Path:
+    """CIFAR-10's python layout (data_batch_1..5, test_batch, batches.meta) with random images."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    sizes = [count // 5 + (i < count % 5) for i in range(5)]
+    for seed, (name, size) in enumerate(
+        [*((f"data_batch_{i + 1}", s) for i, s in enumerate(sizes)), ("test_batch", 100)]
+    ):
+        images, labels = random_images(size, (3 * 32 * 32,), seed)  # rows: 3 planes of 32x32
+        batch = {"batch_label": name, "data": images, "labels": labels.tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {"label_names": [f"class{i}" for i in range(10)]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return root
+
+
+def load_data(dataset: str, count: int, mean, std, tmp: Path, generated: bool) -> Data:
+    """The first `count` training images, read by torchvision, shared by every variant."""
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    if dataset == "fashionmnist":
+        root, source = prepare_fashion_mnist(tmp / "data", count, generated)
+        tv_dataset = torchvision.datasets.FashionMNIST(root, train=True, transform=transform)
+        images = tv_dataset.data[:count].unsqueeze(1)  # [N, 28, 28] -> [N, 1, 28, 28]
+    elif dataset == "cifar10":
+        root = write_cifar10(tmp / "data", count)
+        source = "generated random uint8 images in CIFAR-10's python pickle format"
+        tv_dataset = GeneratedCIFAR10(str(root), train=True, transform=transform)
+        images = torch.from_numpy(tv_dataset.data[:count]).permute(0, 3, 1, 2)  # HWC -> CHW
+    else:
+        raise SystemExit(f"--dataset {dataset}: choose fashionmnist or cifar10")
+    if len(images) < count:
+        raise SystemExit(f"--images {count}: the dataset has only {len(images)} training images")
+    # Truncate torchvision's own arrays, so its __getitem__ path stays exactly as shipped.
+    tv_dataset.data, tv_dataset.targets = tv_dataset.data[:count], tv_dataset.targets[:count]
+    labels = torch.as_tensor(tv_dataset.targets, dtype=torch.long)
+    return Data(images.contiguous(), labels, source, tv_dataset)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@dataclass
+class Setup:
+    """One model's config, initial weights and the settings every variant shares."""
+
+    name: str
+    cfg: object  # the composed Hydra config
+    initial_model: nn.Module  # CPU; each timed epoch trains a deep copy
+    device: torch.device
+    precision: str
+    channels_last: bool
+    batch_size: int
+    warmup_steps: int
+    log_every_n_steps: int | None  # None: the trainer config's value
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self):
+        dtype = AUTOCAST_DTYPES[self.precision]
+        return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype)
+
+    def fresh(self) -> tuple[nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
+        """A copy of the initial model on the device, its optimizer (from the config) and scaler."""
+        model = copy.deepcopy(self.initial_model).to(self.device, memory_format=self.memory_format)
+        optimizer = instantiate(self.cfg.optimizer)(params=model.parameters())
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        return model, optimizer, scaler
+
+
+def model_overrides(name: str) -> list[str]:
+    """`resnet20` -> model=resnet model.depth=20; `lenet` -> model=lenet."""
+    match = re.fullmatch(r"(resnet|plainnet)(\d+)", name)
+    if match:
+        return [f"model={match[1]}", f"model.depth={match[2]}"]
+    return [f"model={name}"]
+
+
+def compose_config(name: str, dataset: str):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=[f"dataset={dataset}", *model_overrides(name)])
+
+
+def make_setup(name: str, args, seed: int = 0) -> Setup:
+    cfg = compose_config(name, args.dataset)
+    torch.manual_seed(seed)
+    model = instantiate(cfg.model)
+    device = torch.device(args.device)
+    return Setup(name, cfg, model, device, args.precision, args.channels_last, args.batch_size,
+                 args.warmup_steps, args.log_every_n_steps)  # fmt: skip
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, work: Callable[[], None]) -> float:
+    """Wall-clock seconds of `work()`, with the device idle before and after."""
+    synchronize(device)
+    started = time.perf_counter()
+    work()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+def make_step(setup: Setup, model, optimizer, scaler) -> Callable:
+    """The plain training step of the bare loop and the DataLoader loop."""
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        with setup.autocast():
+            loss = loss_fn(model(images), labels)
+        if scaler.is_enabled():
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def time_bare(setup: Setup, data: Data) -> float:
+    """Seconds for one epoch of the bare tensor loop."""
+    device, size = setup.device, setup.batch_size
+    images, labels = data.images.to(device), data.labels.to(device)
+    cfg = setup.cfg.dataset
+    mean = torch.tensor(cfg.mean, device=device).view(1, -1, 1, 1) * 255
+    std = torch.tensor(cfg.std, device=device).view(1, -1, 1, 1) * 255
+    model, optimizer, scaler = setup.fresh()
+    model.train()
+    step = make_step(setup, model, optimizer, scaler)
+
+    def run(batches: int) -> None:
+        order = torch.randperm(len(labels), device=device)
+        for start in range(0, min(batches * size, len(labels)), size):
+            index = order[start : start + size]
+            batch = (images[index].float() - mean) / std
+            step(batch.contiguous(memory_format=setup.memory_format), labels[index])
+
+    run(setup.warmup_steps)
+    return timed(device, lambda: run(len(labels)))
+
+
+def engine_options(trainer_cfg, log_every_n_steps: int | None, precision: str) -> EngineOptions:
+    """The trainer's defaults, with no checkpoints inside the epoch."""
+    if log_every_n_steps is None:
+        log_every_n_steps = trainer_cfg.log_every_n_steps
+    return EngineOptions(
+        grad_clip_norm=trainer_cfg.grad_clip_norm,
+        log_every_n_steps=log_every_n_steps,
+        autocast_dtype=AUTOCAST_DTYPES[precision],
+        checkpoint_every_n_steps=0,
+        skip_nonfinite=trainer_cfg.nonfinite_skips,
+    )
+
+
+class NoCheckpointer:
+    def save(self, state, is_best: bool) -> None:
+        raise AssertionError("the benchmark asks for no checkpoints inside the epoch")
+
+
+class NoStop:
+    requested = None
+
+
+def convbench_batches(setup: Setup, data: Data, count: int) -> Batches:
+    cfg = setup.cfg.dataset
+    split = Split(data.images[:count], data.labels[:count])
+    return Batches(split, batch_size=setup.batch_size, device=setup.device, mean=list(cfg.mean),
+                   std=list(cfg.std), image_size=cfg.image_size, shuffle=True, augment=None,
+                   channels_last=setup.channels_last, seed=0)  # fmt: skip
+
+
+def time_convbench(setup: Setup, data: Data, log_dir: Path) -> float:
+    """Seconds for one epoch of `convbench.engine.train_one_epoch`."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    warmup = convbench_batches(setup, data, setup.warmup_steps * setup.batch_size)
+    batches = convbench_batches(setup, data, len(data.labels))
+    model, optimizer, scaler = setup.fresh()
+    options = engine_options(setup.cfg.trainer, setup.log_every_n_steps, setup.precision)
+    writer = SummaryWriter(str(log_dir))
+    try:
+
+        def run(epoch_batches: Batches) -> None:
+            train_one_epoch(model, epoch_batches, optimizer, nn.CrossEntropyLoss(), scaler,
+                            TrainState(), writer, options, NoProgress(), NoCheckpointer(),
+                            NoStop())  # fmt: skip
+
+        run(warmup)
+        return timed(setup.device, lambda: run(batches))
+    finally:
+        writer.close()
+
+
+def time_dataloader(setup: Setup, data: Data, workers: int) -> float:
+    """Seconds for one epoch of torchvision's dataset + DataLoader (workers start inside it)."""
+    on_gpu = setup.device.type == "cuda"
+    loader = DataLoader(data.torchvision_dataset, batch_size=setup.batch_size, shuffle=True,
+                        num_workers=workers, pin_memory=on_gpu)  # fmt: skip
+    model, optimizer, scaler = setup.fresh()
+    model.train()
+    step = make_step(setup, model, optimizer, scaler)
+
+    def run(batches: int | None) -> None:
+        for index, (images, labels) in enumerate(loader):
+            if batches is not None and index == batches:
+                break
+            images = images.to(setup.device, non_blocking=on_gpu)
+            step(images.contiguous(memory_format=setup.memory_format),
+                 labels.to(setup.device, non_blocking=on_gpu))  # fmt: skip
+
+    run(setup.warmup_steps)
+    return timed(setup.device, lambda: run(None))
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+def variant_runners(setup: Setup, data: Data, workers: list[int], tmp: Path) -> dict:
+    runners = {
+        "bare": lambda: time_bare(setup, data),
+        "convbench": lambda: time_convbench(setup, data, tmp / f"tb-{setup.name}"),
+    }
+    for count in workers:
+        runners[f"dataloader[workers={count}]"] = lambda count=count: time_dataloader(
+            setup, data, count
+        )
+    return runners
+
+
+def warm_shapes(setup: Setup, data: Data) -> None:
+    """One step at the full and at the last (partial) batch size on a throwaway copy, so that
+    one-time costs per shape (cudnn.benchmark's search, allocator growth) fall on no variant."""
+    model, optimizer, scaler = setup.fresh()
+    step = make_step(setup, model, optimizer, scaler)
+    for size in {setup.batch_size, len(data.labels) % setup.batch_size or setup.batch_size}:
+        images = data.images[:size].to(setup.device).float()
+        step(
+            images.contiguous(memory_format=setup.memory_format),
+            data.labels[:size].to(setup.device),
+        )
+    synchronize(setup.device)
+
+
+def measure_model(setup: Setup, data: Data, workers: list[int], repeats: int, tmp: Path) -> dict:
+    """images/s of every variant per repeat; the order rotates between repeats."""
+    warm_shapes(setup, data)
+    runners = variant_runners(setup, data, workers, tmp)
+    names = list(runners)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds = runners[name]()
+            rates[name].append(len(data.labels) / seconds)
+            print(f"  {setup.name:<10} repeat {repeat + 1}/{repeats}  {name:<24}"
+                  f"{rates[name][-1]:>12,.0f} img/s", flush=True)  # fmt: skip
+    return summarize(setup.name, rates)
+
+
+def summarize(model: str, rates: dict[str, list[float]]) -> dict:
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    loaders = {name: rate for name, rate in medians.items() if name.startswith("dataloader")}
+    best_loader = max(loaders, key=loaders.get)
+    return {
+        "model": model,
+        "images_per_sec": rates,
+        "median_images_per_sec": medians,
+        "bare": medians["bare"],
+        "convbench": medians["convbench"],
+        "dataloader": loaders[best_loader],
+        "dataloader_variant": best_loader,
+        "convbench_over_bare": medians["convbench"] / medians["bare"],
+        "convbench_over_dataloader": medians["convbench"] / loaders[best_loader],
+    }
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def table(results: list[dict]) -> str:
+    header = (f"{'model':<10}{'bare img/s':>13}{'convbench img/s':>17}{'dataloader img/s':>18}"
+              f"  {'(faster loader)':<22}{'convbench/bare':>15}{'convbench/dataloader':>22}")  # fmt: skip
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lines.append(
+            f"{r['model']:<10}{r['bare']:>13,.0f}{r['convbench']:>17,.0f}{r['dataloader']:>18,.0f}"
+            f"  {r['dataloader_variant']:<22}{r['convbench_over_bare']:>15.3f}"
+            f"{r['convbench_over_dataloader']:>22.2f}"
+        )
+    return "\n".join(lines)
+
+
+def verdicts(results: list[dict]) -> list[tuple[bool | None, str]]:
+    """(passed, text) per target; passed is None when the target's model was not run."""
+    worst = min(results, key=lambda r: r["convbench_over_bare"])
+    lines = [(worst["convbench_over_bare"] >= BARE_TARGET,
+              f"convbench/bare >= {BARE_TARGET} for every model (lowest: {worst['model']} "
+              f"{worst['convbench_over_bare']:.3f})")]  # fmt: skip
+    by_model = {r["model"]: r for r in results}
+    for model, target in DATALOADER_TARGETS.items():
+        text = f"convbench/dataloader >= {target} for {model}"
+        if model in by_model:
+            ratio = by_model[model]["convbench_over_dataloader"]
+            lines.append((ratio >= target, f"{text} ({ratio:.2f})"))
+        else:
+            lines.append((None, f"{text} (not run)"))
+    return lines
+
+
+def describe(args, data: Data) -> str:
+    precision = args.precision + ("" if args.precision == "fp32" else " autocast")
+    log_every = "from config" if args.log_every_n_steps is None else args.log_every_n_steps
+    return "\n".join([
+        f"convbench throughput: torch {torch.__version__}, torchvision {torchvision.__version__}",
+        f"device {args.device}, torch threads {torch.get_num_threads()} (torch's default, "
+        f"unchanged), precision {precision}, channels_last {args.channels_last}",
+        f"data: {data.source}; {len(data.labels):,} training images {tuple(data.images.shape[1:])}, "
+        f"batch {args.batch_size}, augmentation off in every variant",
+        f"convbench: log_every_n_steps {log_every}, no checkpoints in the epoch, NoProgress",
+        f"{args.repeats} repeat(s) per variant, order rotated; {args.warmup_steps} warm-up steps "
+        "each; medians below",
+    ])  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def default_workers() -> str:
+    return ",".join(str(n) for n in sorted({0, 2, min(8, os.cpu_count() or 1)}))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--models",
+        help="comma-separated: mlp, lenet, resnet20, resnet18, vgg11, ... "
+        "(default: mlp,lenet,resnet20; with --smoke: mlp,lenet)",
+    )
+    parser.add_argument("--dataset", default="fashionmnist", choices=["fashionmnist", "cifar10"])
+    parser.add_argument("--images", type=int, default=20_000, help="training images per epoch")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument(
+        "--workers",
+        help="DataLoader num_workers values to try, the fastest is reported "
+        "(default: 0, 2 and min(8, CPU cores); with --smoke: 0)",
+    )
+    parser.add_argument("--log-every-n-steps", type=int,
+                        help="override trainer.log_every_n_steps for the convbench variant "
+                        "(default: the config's, 50; 0 shows what its sync points cost)")  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", default="fp32", choices=sorted(AUTOCAST_DTYPES))
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument(
+        "--generated-data",
+        action="store_true",
+        help="use random images even where the real dataset is on disk",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds: 256 images, batch 64, 1 repeat, 1 warm-up step (checks "
+                        "that the script works; the numbers mean little)")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.images, args.batch_size, args.repeats, args.warmup_steps = 256, 64, 1, 1
+    args.models = args.models or ("mlp,lenet" if args.smoke else "mlp,lenet,resnet20")
+    args.workers = args.workers or ("0" if args.smoke else default_workers())
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config.register()
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # every variant alike: what a GPU user sets
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    workers = [int(w) for w in args.workers.split(",")]
+    with tempfile.TemporaryDirectory(prefix="convbench-throughput-") as tmp_name:
+        tmp = Path(tmp_name)
+        setups = [make_setup(name, args) for name in models]
+        mean, std = setups[0].cfg.dataset.mean, setups[0].cfg.dataset.std
+        data = load_data(args.dataset, args.images, list(mean), list(std), tmp, args.generated_data)
+        print(describe(args, data), flush=True)
+        results = [measure_model(setup, data, workers, args.repeats, tmp) for setup in setups]
+    print()
+    print(table(results))
+    checks = verdicts(results)
+    for passed, text in checks:
+        print(f"{'SKIP' if passed is None else 'PASS' if passed else 'FAIL'}  {text}")
+    if args.json:
+        payload = {"settings": vars(args) | {"json": str(args.json)}, "data": data.source,
+                   "torch_threads": torch.get_num_threads(), "results": results,
+                   "targets": [{"passed": p, "text": t} for p, t in checks]}  # fmt: skip
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

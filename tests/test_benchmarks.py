@@ -1,0 +1,79 @@
+"""The benchmark scripts run end to end in their --smoke mode and print what they promise.
+
+Only the format and the sign of the numbers are checked: tests never assert on timings.
+"""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+BENCHMARKS = REPO / "benchmarks"
+NUMBER = r"[\d,]+(?:\.\d+)?"
+
+
+def run_script(name: str, *args: str, timeout: float = 600) -> str:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), "--smoke", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def verdict_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if re.match(r"(PASS|FAIL|SKIP)  ", line)]
+
+
+def throughput_rows(output: str, models: list[str]) -> dict[str, list[float]]:
+    """model -> [bare, convbench, dataloader img/s, convbench/bare, convbench/dataloader]."""
+    rows = {}
+    for model in models:
+        pattern = rf"^{model}\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+dataloader\[workers=\d+\]\s+({NUMBER})\s+({NUMBER})$"
+        match = re.search(pattern, output, re.MULTILINE)
+        assert match, f"no table row for {model} in:\n{output}"
+        rows[model] = [float(value.replace(",", "")) for value in match.groups()]
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("args", "models", "data_word"),
+    [
+        (["--generated-data"], ["mlp", "lenet"], "generated"),
+        (["--dataset", "cifar10", "--models", "lenet", "--workers", "0,2"], ["lenet"], "CIFAR-10"),
+    ],
+    ids=["fashionmnist-generated", "cifar10-two-loaders"],
+)
+def test_throughput_smoke(tmp_path, args, models, data_word):
+    results_file = tmp_path / "throughput.json"
+    output = run_script("throughput.py", *args, "--json", str(results_file))
+    assert "torch threads" in output and data_word in output
+    assert "convbench/bare" in output and "convbench/dataloader" in output
+    for values in throughput_rows(output, models).values():
+        assert all(value > 0 for value in values)
+    verdicts = verdict_lines(output)
+    assert len(verdicts) == 3 and "convbench/bare >= 0.95 for every model" in verdicts[0]
+    saved = json.loads(results_file.read_text())
+    assert [r["model"] for r in saved["results"]] == models
+    assert all(r["convbench_over_bare"] > 0 for r in saved["results"])
+
+
+def test_startup_smoke(tmp_path):
+    results_file = tmp_path / "startup.json"
+    output = run_script("startup.py", "--json", str(results_file))
+    for label in ("convbench --help", "import torch", "first step", "first step - import torch"):
+        match = re.search(rf"^{re.escape(label)}\s+({NUMBER})", output, re.MULTILINE)
+        assert match, f"no line for {label!r} in:\n{output}"
+        assert float(match.group(1)) > 0 or label == "first step - import torch"
+    assert "first training step" in output and "python -X importtime" in output
+    verdicts = verdict_lines(output)
+    assert len(verdicts) == 2 and all(re.match(r"(PASS|FAIL)  ", line) for line in verdicts)
+    saved = json.loads(results_file.read_text())
+    assert all(value > 0 for value in saved["times_s"]["first step"])
