@@ -58,11 +58,16 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _new_buffers(steps: int, device: torch.device) -> dict[str, torch.Tensor]:
+def _new_buffers(batches) -> dict[str, torch.Tensor]:
+    # Batch sizes are known up front (all full but the last), so the hot loop writes only the
+    # loss and the correct count; a skipped step sets its size to 0.
+    steps, device = len(batches), batches.device
+    sizes = torch.full((steps,), float(batches.batch_size), device=device)
+    sizes[-1] = batches.num_samples - batches.batch_size * (steps - 1)
     return {
         "loss": torch.zeros(steps, device=device),
         "correct": torch.zeros(steps, device=device, dtype=torch.long),
-        "size": torch.zeros(steps, device=device),
+        "size": sizes,
     }
 
 
@@ -85,15 +90,16 @@ class _SyncPoint:
                 "Lower optimizer.lr, set trainer.grad_clip_norm, or use trainer.nonfinite_skips=N "
                 "to skip up to N bad steps."
             )
-        seen = buffers["size"][:upto].sum().item()
+        sizes = buffers["size"][:upto].cpu()
+        seen = sizes.sum().item()
         if seen:
             correct = buffers["correct"][:upto].sum().item()
-            loss = (losses * buffers["size"][:upto].cpu()).sum().item()
+            loss = (losses * sizes).sum().item()
             self.progress.show(loss=loss / seen, acc=correct / seen)
         if write_points:
             first_step = self.state.step - upto + 1
             for slot in range(self.logged_upto, upto):
-                if buffers["size"][slot] > 0:  # skipped steps have no loss to show
+                if sizes[slot] > 0:  # skipped steps have no loss to show
                     self.writer.add_scalar(
                         "train/loss_step", losses[slot].item(), first_step + slot
                     )
@@ -123,7 +129,7 @@ def train_one_epoch(model, batches, optimizer, loss_fn, scaler, state, writer, o
     """Train on the rest of epoch `state.epoch`; returns mean loss, accuracy and images/s."""
     model.train()
     if state.epoch_buffers is None:
-        state.epoch_buffers = _new_buffers(len(batches), batches.device)
+        state.epoch_buffers = _new_buffers(batches)
     buffers, sync = state.epoch_buffers, _SyncPoint(state, writer, progress)
     every = options.histogram_every_n_epochs
     histogram_index = len(batches) - 1 if every and (state.epoch + 1) % every == 0 else -1
@@ -138,7 +144,9 @@ def train_one_epoch(model, batches, optimizer, loss_fn, scaler, state, writer, o
             loss = loss_fn(logits, labels)
             if aux_loss is not None:
                 loss = loss + aux_loss(loss_fn, labels)
-        if not _skip_if_nonfinite(loss, optimizer, state, options):
+        if _skip_if_nonfinite(loss, optimizer, state, options):
+            buffers["size"][index] = 0  # a skipped step counts in neither loss nor accuracy
+        else:
             scaler.scale(loss).backward()
             if options.grad_clip_norm:
                 scaler.unscale_(optimizer)
@@ -150,7 +158,6 @@ def train_one_epoch(model, batches, optimizer, loss_fn, scaler, state, writer, o
             optimizer.zero_grad(set_to_none=True)
             buffers["loss"][index] = loss.detach()
             buffers["correct"][index] = (logits.argmax(1) == labels).sum()
-            buffers["size"][index] = len(labels)
         state.step += 1
         state.batch_in_epoch = index + 1
         trained += len(labels)
