@@ -96,13 +96,12 @@ class _SyncPoint:
             correct = buffers["correct"][:upto].sum().item()
             loss = (losses * sizes).sum().item()
             self.progress.show(loss=loss / seen, acc=correct / seen)
-        if write_points:
-            first_step = self.state.step - upto + 1
-            for slot in range(self.logged_upto, upto):
-                if sizes[slot] > 0:  # skipped steps have no loss to show
-                    self.writer.add_scalar(
-                        "train/loss_step", losses[slot].item(), first_step + slot
-                    )
+        new = slice(self.logged_upto, upto)
+        if write_points and sizes[new].sum() > 0:
+            # One point per sync point: the mean loss of the steps since the last one (a point
+            # per step cost ~45 us of host time each, 2-4% of a small model's step).
+            mean = (losses[new] * sizes[new]).sum() / sizes[new].sum()
+            self.writer.add_scalar("train/loss_step", mean.item(), self.state.step)
             self.logged_upto = upto
 
 
