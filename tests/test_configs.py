@@ -38,11 +38,24 @@ def test_every_option_of_every_group_composes_and_resolves(group):
         OmegaConf.resolve(cfg)  # every interpolation must resolve
 
 
-@pytest.mark.parametrize("experiment", options("experiment") or ["<none yet>"])
+@pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes(experiment):
-    if experiment == "<none yet>":
-        pytest.skip("no experiments shipped yet")
-    OmegaConf.resolve(compose_cfg(f"+experiment={experiment}"))
+    cfg = compose_cfg(f"experiment={experiment}")
+    OmegaConf.resolve(cfg)
+    text = (CONF / "experiment" / f"{experiment}.yaml").read_text()
+    assert text.startswith("# @package _global_"), "experiments are deltas on the root config"
+
+
+def test_experiment_sweeps_name_real_choices():
+    """The sweep of each experiment only uses groups/keys that exist (Hydra reads them at -m)."""
+    for experiment in options("experiment"):
+        config.register()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=[f"experiment={experiment}"],
+                          return_hydra_config=True)  # fmt: skip
+        for key, values in cfg.hydra.sweeper.params.items():
+            for value in str(values).split(","):
+                compose_cfg(f"experiment={experiment}", f"{key}={value}")
 
 
 def test_facts_come_from_the_dataset_config():

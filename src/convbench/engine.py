@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from convbench.errors import NonFiniteLoss, RunInterrupted
-from convbench.visuals import log_filters, log_histograms
+from convbench.visuals import log_filters, log_histograms, log_sample_batch
 
 log = logging.getLogger("convbench")
 
@@ -246,6 +246,10 @@ def fit(model, optimizer, scheduler, batches, loss_fn, scaler, state, epochs, wr
                               "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"]})  # fmt: skip
         _log_epoch(writer, state, epochs, train_metrics, val_metrics, lr)
         if options.log_images:
+            if state.epoch == 1:  # epoch 0's first batch, as trained; logged here, not before
+                log_sample_batch(
+                    writer, batches["train"], 0
+                )  # the first step (PIL is slow to import)
             log_filters(writer, model, state.step)
         checkpointer.save(state, is_best=is_best)
         if stop.requested:

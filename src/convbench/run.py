@@ -24,7 +24,7 @@ from convbench.engine import EngineOptions, TrainState, evaluate, fit
 from convbench.errors import CheckpointError, ConvbenchError, RunInterrupted
 from convbench.signals import StopRequest
 from convbench.status import write_json, write_status
-from convbench.visuals import log_confusion, log_filters, log_graph, log_sample_batch
+from convbench.visuals import log_confusion, log_graph
 
 log = logging.getLogger("convbench")
 
@@ -214,8 +214,8 @@ def execute(run: Run, state: TrainState) -> dict:
     started = time.perf_counter() - sum(e["train_seconds"] for e in state.history)
     epochs = run.cfg.trainer.epochs
     write_status(run.run_dir, "running", state=state, epochs=epochs)
-    if state.step == 0:
-        log_first_pictures(run)
+    if state.step == 0 and run.cfg.trainer.log_graph:
+        log_graph(run.writer, run.model, run.batches["train"])
     progress = make_progress(run.cfg.trainer.progress)
     try:
         with StopRequest() as stop:
@@ -236,15 +236,6 @@ def execute(run: Run, state: TrainState) -> dict:
         progress.stop()
         run.writer.flush()
     return finish(run, state, time.perf_counter() - started)
-
-
-def log_first_pictures(run: Run) -> None:
-    """Before the first step: the augmented sample batch, the initial filters, the graph."""
-    if run.cfg.trainer.log_images:
-        log_sample_batch(run.writer, run.batches["train"], 0)
-        log_filters(run.writer, run.model, 0)
-    if run.cfg.trainer.log_graph:
-        log_graph(run.writer, run.model, run.batches["train"])
 
 
 def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
