@@ -85,3 +85,26 @@ def test_googlenet_auxiliary_heads_are_trained_when_on():
     optimizer = Recorder(model.parameters(), lr=0.01)
     _epoch(model, _batches(n=4, size=32, channels=3, batch_size=4), optimizer, TrainState())
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
+
+
+def test_checkpoints_never_fall_between_an_epochs_last_step_and_its_validation():
+    """A last.pt written after the last step but before validation would make a resume log that
+    step's validation scalars twice; the epoch-end save (after validation) covers that step."""
+    from convbench.engine import fit
+
+    saves = []
+
+    class Spy:
+        def save(self, state, is_best):
+            saves.append((state.epoch, state.batch_in_epoch))
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    batches = {"train": _batches(n=64, batch_size=16), "val": _batches(n=32, batch_size=16)}
+    nothing = _Nothing()
+    fit(model, optimizer, scheduler, batches, nn.CrossEntropyLoss(),
+        torch.amp.GradScaler("cpu", enabled=False), TrainState(), 2, nothing, Spy(),
+        EngineOptions(checkpoint_every_n_steps=1), nothing, nothing, 4)  # fmt: skip
+    # 4 steps per epoch: periodic saves after steps 1-3 of each epoch, then the epoch-end save.
+    assert saves == [(0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3), (2, 0)]

@@ -164,8 +164,12 @@ def train_one_epoch(model, batches, optimizer, loss_fn, scaler, state, writer, o
         every = options.log_every_n_steps
         if every and state.step % every == 0:
             sync.check(buffers, index + 1, write_points=True)
+        # No periodic save on the epoch's last batch: the epoch-end save follows validation at
+        # the same step, and a last.pt written before validation would let a resume log that
+        # step's validation scalars a second time.
         every = options.checkpoint_every_n_steps
-        if (every and state.step % every == 0) or stop.requested:
+        periodic = every and state.step % every == 0 and index + 1 < len(batches)
+        if periodic or stop.requested:
             sync.check(buffers, index + 1, write_points=bool(options.log_every_n_steps))
             checkpointer.save(state, is_best=False)
         if stop.requested:
