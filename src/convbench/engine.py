@@ -250,10 +250,11 @@ def fit(model, optimizer, scheduler, batches, loss_fn, scaler, state, epochs, wr
                               "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"]})  # fmt: skip
         _log_epoch(writer, state, epochs, train_metrics, val_metrics, lr)
         if options.log_images:
-            if state.epoch == 1:  # epoch 0's first batch, as trained; logged here, not before
-                log_sample_batch(
-                    writer, batches["train"], 0
-                )  # the first step (PIL is slow to import)
+            if state.epoch == 1:
+                # The first batch as trained, logged with the epoch's other images rather than
+                # before the first step (which would wait for PIL's import and the PNG encoding),
+                # at this step so that a resume's purge covers it like any other event.
+                log_sample_batch(writer, batches["train"], state.step)
             log_filters(writer, model, state.step)
         checkpointer.save(state, is_best=is_best)
         if stop.requested:
