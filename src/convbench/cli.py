@@ -121,12 +121,20 @@ def eval_(
     ),
     device: Literal["auto", "cpu", "cuda", "mps"] = typer.Option("auto", help="Where to run."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    shift: int = typer.Option(0, min=0, help="Move every test image N pixels (random direction)."),
+    occlude: int = typer.Option(0, min=0, help="Blank an N x N square of every test image."),
+    clutter: int = typer.Option(0, min=0, help="Paste an N x N piece of another test image."),
+    seed: int = typer.Option(0, help="Seed of the perturbations (same images for every run)."),
 ) -> None:
     """Test a run's checkpoint again: accuracy, loss and per-class accuracy on the test set.
-    Needs nothing but the run folder: the checkpoint carries its config."""
+    Needs nothing but the run folder: the checkpoint carries its config. --shift, --occlude and
+    --clutter perturb the test images to measure a model's tolerance to them."""
     from convbench.evaluate_cmd import run_eval
 
-    typer.echo(run_eval(run_dir, checkpoint, device, as_json=as_json))
+    perturbation = {"shift": shift, "occlude": occlude, "clutter": clutter}
+    if any(perturbation.values()):
+        perturbation["seed"] = seed
+    typer.echo(run_eval(run_dir, checkpoint, device, as_json=as_json, perturbation=perturbation))
 
 
 @app.command()

@@ -54,8 +54,12 @@ def _device(name: str):
         ) from None
 
 
-def evaluate_checkpoint(path: Path, device_name: str = "auto") -> dict:
-    """Rebuild the model of checkpoint `path`, load its weights, test it; returns the report."""
+def evaluate_checkpoint(path: Path, device_name: str = "auto", perturbation=None) -> dict:
+    """Rebuild the model of checkpoint `path`, load its weights, test it; returns the report.
+
+    `perturbation` (keys shift, occlude, clutter, seed; see convbench.data.perturb) alters the
+    test images first, the same way for every model, to measure tolerance to them.
+    """
     import torch
     from omegaconf import OmegaConf
     from torch import nn
@@ -73,6 +77,16 @@ def evaluate_checkpoint(path: Path, device_name: str = "auto") -> dict:
     model = build("model", cfg.model).to(device, memory_format=memory_format)
     _load_weights(model, payload, path)
     test_split = load_splits(data)["test"]
+    perturbation = {k: v for k, v in (perturbation or {}).items() if v} or None
+    if perturbation:
+        from convbench.data import Split
+        from convbench.data.perturb import perturb
+
+        images = perturb(test_split.images, shift_pixels=perturbation.get("shift", 0),
+                         occlude_side=perturbation.get("occlude", 0),
+                         clutter_side=perturbation.get("clutter", 0),
+                         seed=perturbation.get("seed", 0))  # fmt: skip
+        test_split = Split(images, test_split.labels)
     batches = Batches(test_split, batch_size=trainer.eval_batch_size, device=device,
                       mean=list(data.mean), std=list(data.std), image_size=data.image_size,
                       channels_last=trainer.channels_last)  # fmt: skip
@@ -89,6 +103,7 @@ def evaluate_checkpoint(path: Path, device_name: str = "auto") -> dict:
         "images": int(result["confusion"].sum()),
         "test_acc": result["acc"],
         "test_loss": result["loss"],
+        "perturbation": perturbation,
         "per_class": per_class_accuracy(result["confusion"], list(data.classes)),
         "confusion": result["confusion"].tolist(),
     }
@@ -112,7 +127,8 @@ def format_report(report: dict) -> str:
         f"{report['model']} on {report['dataset']}: {report['images']:,} test images, "
         f"device {report['device']}",
         f"checkpoint {report['checkpoint']} (epoch {epoch})",
-        f"test acc {report['test_acc']:.4f} | test loss {report['test_loss']:.4f}",
+        f"test acc {report['test_acc']:.4f} | test loss {report['test_loss']:.4f}"
+        + _perturbation_text(report.get("perturbation")),
         "",
     ]
     cells = [("Class", "Images", "Correct", "Acc")] + [
@@ -131,8 +147,17 @@ def format_report(report: dict) -> str:
     return "\n".join(header + table)
 
 
-def run_eval(run_dir: Path, which: str = "best", device: str = "auto", as_json=False) -> str:
+def _perturbation_text(perturbation: dict | None) -> str:
+    if not perturbation:
+        return ""
+    parts = [f"{name} {value}" + (" px" if name != "seed" else "")
+             for name, value in perturbation.items()]  # fmt: skip
+    return f" | perturbed: {', '.join(parts)}"
+
+
+def run_eval(run_dir: Path, which: str = "best", device: str = "auto", as_json=False,
+             perturbation=None) -> str:  # fmt: skip
     """The text `convbench eval RUN_DIR [--checkpoint best|last] [--device D] [--json]` prints."""
-    report = evaluate_checkpoint(checkpoint_path(run_dir, which), device)
+    report = evaluate_checkpoint(checkpoint_path(run_dir, which), device, perturbation)
     report["run_dir"] = str(run_dir)
     return json.dumps(report, indent=2) if as_json else format_report(report)
