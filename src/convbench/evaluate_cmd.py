@@ -65,9 +65,9 @@ def evaluate_checkpoint(path: Path, device_name: str = "auto", perturbation=None
     from torch import nn
 
     from convbench.checkpoint import load_checkpoint
-    from convbench.data import Batches, load_splits
+    from convbench.data import load_splits
     from convbench.engine import evaluate
-    from convbench.run import AUTOCAST_DTYPES, build
+    from convbench.run import AUTOCAST_DTYPES, build, eval_batches
 
     payload = load_checkpoint(path)
     cfg = OmegaConf.create(payload["config"])
@@ -87,10 +87,8 @@ def evaluate_checkpoint(path: Path, device_name: str = "auto", perturbation=None
                          clutter_side=perturbation.get("clutter", 0),
                          seed=perturbation.get("seed", 0))  # fmt: skip
         test_split = Split(images, test_split.labels)
-    batches = Batches(test_split, batch_size=trainer.eval_batch_size, device=device,
-                      mean=list(data.mean), std=list(data.std), image_size=data.image_size,
-                      channels_last=trainer.channels_last)  # fmt: skip
-    autocast_dtype = AUTOCAST_DTYPES[str(getattr(trainer.precision, "value", trainer.precision))]
+    batches = eval_batches(cfg, test_split, device)
+    autocast_dtype = AUTOCAST_DTYPES[trainer.precision]
     result = evaluate(model, batches, nn.CrossEntropyLoss(), data.num_classes, autocast_dtype)
     state = payload.get("state") or {}
     return {

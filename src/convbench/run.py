@@ -76,16 +76,24 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def eval_batches(cfg: DictConfig, split, device: torch.device) -> Batches:
+    """Un-augmented, in-order batches of `split` at the evaluation batch size."""
+    data = cfg.dataset
+    return Batches(split, batch_size=cfg.trainer.eval_batch_size, device=device,
+                   mean=list(data.mean), std=list(data.std), image_size=data.image_size,
+                   channels_last=cfg.trainer.channels_last)  # fmt: skip
+
+
 def make_batches(cfg: DictConfig, splits, device: torch.device) -> dict[str, Batches]:
     data, trainer = cfg.dataset, cfg.trainer
-    common = dict(device=device, mean=list(data.mean), std=list(data.std),
-                  image_size=data.image_size, channels_last=trainer.channels_last)  # fmt: skip
-    train = Batches(splits["train"], batch_size=trainer.batch_size, shuffle=True,
-                    augment=data.augment, seed=cfg.seed, **common)  # fmt: skip
+    train = Batches(splits["train"], batch_size=trainer.batch_size, device=device,
+                    mean=list(data.mean), std=list(data.std), image_size=data.image_size,
+                    channels_last=trainer.channels_last, shuffle=True, augment=data.augment,
+                    seed=cfg.seed)  # fmt: skip
     return {
         "train": train,
-        "val": Batches(splits["val"], batch_size=trainer.eval_batch_size, **common),
-        "test": Batches(splits["test"], batch_size=trainer.eval_batch_size, **common),
+        "val": eval_batches(cfg, splits["val"], device),
+        "test": eval_batches(cfg, splits["test"], device),
     }
 
 

@@ -70,7 +70,7 @@ def _download(name: str, torchvision_name: str, data_dir: Path) -> str | None:
 
 def load_raw(dataset_cfg) -> RawData:
     """Find and read a dataset's train and test files (uint8 images, int64 labels)."""
-    data_format = str(getattr(dataset_cfg.format, "value", dataset_cfg.format))
+    data_format = str(dataset_cfg.format)  # "idx" | "cifar" (a StrEnum prints its value)
     required = _required(data_format)
     tv_name = dataset_cfg.torchvision_name
     if dataset_cfg.root:
