@@ -8,15 +8,16 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 DEVICE=${DEVICE:-cuda}; PER_BATCH=${PER_BATCH:-2000}  # DEVICE=cpu PER_BATCH=200: a dry run
+VAL_SIZE=$(( PER_BATCH < 1000 ? PER_BATCH : 1000 ))  # fewer than the 5 x PER_BATCH training images
 export PYTHONPATH="$PWD/src:$PWD/.gpu/site:$PWD/tests" PYTHONUNBUFFERED=1
 nvidia-smi -L || true; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
 work=$(mktemp -d)
 python3 -c "
-from pathlib import Path; from fakedata import write_cifar_dataset
+from pathlib import Path; from helpers.fakedata import write_cifar_dataset
 write_cifar_dataset(Path('$work/cifar'), per_batch=$PER_BATCH, test=1000)"
 run="$work/run"
 python3 -m convbench train model=resnet dataset=cifar10 "dataset.root=$work/cifar" \
-  dataset.val_size=1000 trainer.device=$DEVICE trainer.precision=bf16 trainer.channels_last=true trainer.epochs=4 \
+  dataset.val_size=$VAL_SIZE trainer.device=$DEVICE trainer.precision=bf16 trainer.channels_last=true trainer.epochs=4 \
   trainer.checkpoint_every_n_steps=10 "hydra.run.dir=$run" > "$OUT/train.log" 2>&1 &
 pid=$!
 for _ in $(seq 600); do [ -f "$run/checkpoints/last.pt" ] && break; sleep 0.1; done

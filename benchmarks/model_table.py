@@ -7,7 +7,7 @@ built on the meta device, so this takes seconds and no memory.
     python benchmarks/model_table.py
 """
 
-from convbench.summary import summarize_config
+from convbench.commands.summary import summarize_config
 
 MODELS = [
     ("mlp", []),

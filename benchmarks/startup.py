@@ -22,7 +22,6 @@ median), and the largest cumulative imports of a real `convbench train` launch
 """
 
 import argparse
-import gzip
 import json
 import os
 import shutil
@@ -37,12 +36,31 @@ import numpy as np
 import torch
 from torch import nn
 
+from convbench.data.formats import write_idx
+
 HELP_TARGET_S = 0.3
 OVERHEAD_TARGET_S = 1.5  # first step minus import torch
 PROBE_ENV = "CONVBENCH_FIRST_STEP_FILE"
-WATCHED = {"convbench.cli", "hydra", "convbench.hydra_app", "convbench.run", "torch",
-           "torch.utils.tensorboard", "torch._dynamo", "convbench.visuals", "PIL", "torchvision",
-           "matplotlib", "rich", "convbench.data", "convbench.engine"}  # fmt: skip
+# Modules whose first import marks a stage of `convbench train`: the CLI; Hydra, from `hydra` until
+# convbench.compose starts; the job Hydra runs (convbench.lifecycle) and the run's objects
+# (convbench.build, which brings torch); the data, the loop and what it logs.
+WATCHED = {
+    "convbench.cli",
+    "hydra",
+    "convbench.compose",
+    "convbench.lifecycle",
+    "convbench.build",
+    "torch",
+    "torch.utils.tensorboard",
+    "torch._dynamo",
+    "convbench.visuals",
+    "PIL",
+    "torchvision",
+    "matplotlib",
+    "rich",
+    "convbench.data",
+    "convbench.engine",
+}
 TIMELINE_LAUNCHER = """
 import json, sys, time
 marks = []
@@ -64,7 +82,7 @@ IMPORTS = {  # label -> statement, each timed alone in a fresh interpreter
     "import hydra + omegaconf": "import hydra, omegaconf; from hydra.utils import instantiate",
     "import torchvision": "import torchvision",
     "torch + tensorboard SummaryWriter": "from torch.utils.tensorboard import SummaryWriter",
-    "import convbench.run": "import convbench.run",
+    "import convbench.lifecycle (+ convbench.build)": "import convbench.lifecycle",
     "torch + first optimizer (imports torch._dynamo)": "import torch; torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)",
 }
 
@@ -92,12 +110,10 @@ def write_tiny_mnist(folder: Path, train: int = 600, test: int = 200) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for prefix, count in (("train", train), ("t10k", test)):
-        arrays = {"images-idx3": rng.integers(0, 256, (count, 28, 28), dtype=np.uint8),
-                  "labels-idx1": rng.integers(0, 10, count, dtype=np.uint8)}  # fmt: skip
-        for kind, array in arrays.items():
-            dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-            data = bytes([0, 0, 0x08, array.ndim]) + dims + array.tobytes()
-            (folder / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(data))
+        images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, count, dtype=np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return folder
 
 
@@ -112,10 +128,20 @@ def convbench_commands() -> dict[str, list[str]]:
 
 
 def train_command(data_root: Path, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "convbench", "train", "model=mlp",
-            "model._target_=startup.FirstStepProbe", "dataset=mnist", f"dataset.root={data_root}",
-            "dataset.val_size=100", "trainer.epochs=1", "trainer.device=cpu",
-            f"hydra.run.dir={run_dir}"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "convbench",
+        "train",
+        "model=mlp",
+        "model._target_=startup.FirstStepProbe",
+        "dataset=mnist",
+        f"dataset.root={data_root}",
+        "dataset.val_size=100",
+        "trainer.epochs=1",
+        "trainer.device=cpu",
+        f"hydra.run.dir={run_dir}",
+    ]
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -151,8 +177,10 @@ def measure_side_by_side(repeats: int, tmp: Path) -> dict[str, list[float]]:
     """Every measurement once per round, in a rotating order, `repeats` rounds."""
     data_root = write_tiny_mnist(tmp / "mnist")
     env = child_env()
-    runners = {label: (lambda c=command: wall_time(c, env, tmp))
-               for label, command in convbench_commands().items()}  # fmt: skip
+    runners = {
+        label: (lambda c=command: wall_time(c, env, tmp))
+        for label, command in convbench_commands().items()
+    }
     runners["import torch"] = lambda: wall_time([sys.executable, "-c", "import torch"], env, tmp)
     runners["first step"] = lambda: first_step_time(data_root, tmp, len(times["first step"]))
     times: dict[str, list[float]] = {label: [] for label in runners}
@@ -207,8 +235,10 @@ def timeline(tmp: Path) -> list[tuple[str, float]]:
     subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp, check=True, capture_output=True)
     exited = time.time()
     events = [(f"import {name} starts", t - launched) for name, t in json.loads(marks.read_text())]
-    events += [("first training step", float(stamp.read_text()) - launched),
-               ("process exited", exited - launched)]  # fmt: skip
+    events += [
+        ("first training step", float(stamp.read_text()) - launched),
+        ("process exited", exited - launched),
+    ]
     return sorted(events, key=lambda event: event[1])
 
 
@@ -226,9 +256,11 @@ def report(times: dict[str, list[float]]) -> tuple[list[str], list[tuple[bool, s
     help_s = medians["convbench --help"]
     checks = [
         (help_s < HELP_TARGET_S, f"convbench --help < {HELP_TARGET_S} s ({help_s:.3f} s)"),
-        (overhead < OVERHEAD_TARGET_S,
-         f"first step - import torch < {OVERHEAD_TARGET_S} s ({overhead:.3f} s)"),
-    ]  # fmt: skip
+        (
+            overhead < OVERHEAD_TARGET_S,
+            f"first step - import torch < {OVERHEAD_TARGET_S} s ({overhead:.3f} s)",
+        ),
+    ]
     return rows, checks
 
 
@@ -246,8 +278,11 @@ def breakdown(imports: dict[str, float], top: list[tuple[str, float]], events) -
     lines += ["", "fresh interpreter per line: median wall s (and minus an empty python)"]
     for label, seconds in imports.items():
         lines.append(f"  {label:<50}{seconds:>8.3f}  ({seconds - base:+.3f})")
-    lines += ["", "largest top-level imports of `convbench train` (python -X importtime, "
-              "cumulative s, nested imports included)"]  # fmt: skip
+    lines += [
+        "",
+        "largest top-level imports of `convbench train` (python -X importtime, "
+        "cumulative s, nested imports included)",
+    ]
     lines += [f"  {module:<50}{seconds:>8.3f}" for module, seconds in top]
     return lines
 
@@ -266,16 +301,22 @@ def main(argv: list[str] | None = None) -> int:
         top = top_imports(tmp, 12)
         events = timeline(tmp)
     rows, checks = report(times)
-    print(f"convbench start-up ({repeats} repeat(s), side by side, rotating order; "
-          f"torch {torch.__version__}, {os.cpu_count()} CPU cores)")  # fmt: skip
+    print(
+        f"convbench start-up ({repeats} repeat(s), side by side, rotating order; "
+        f"torch {torch.__version__}, {os.cpu_count()} CPU cores)"
+    )
     print("\n".join(rows + breakdown(imports, top, events)))
     print()
     for passed, text in checks:
         print(f"{'PASS' if passed else 'FAIL'}  {text}")
     if args.json:
-        payload = {"times_s": times, "imports_s": imports, "top_imports_s": dict(top),
-                   "timeline_s": events,
-                   "targets": [{"passed": p, "text": t} for p, t in checks]}  # fmt: skip
+        payload = {
+            "times_s": times,
+            "imports_s": imports,
+            "top_imports_s": dict(top),
+            "timeline_s": events,
+            "targets": [{"passed": p, "text": t} for p, t in checks],
+        }
         args.json.write_text(json.dumps(payload, indent=2))
     return 0
 

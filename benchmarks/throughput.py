@@ -7,9 +7,10 @@ training epoch is timed three ways:
               each step an index, a normalization, forward, loss, backward, step, zero_grad.
               No logging, no metrics: the fastest simple loop a PyTorch user writes.
   convbench   `convbench.engine.train_one_epoch` with real `convbench.data.Batches`, the
-              trainer's default EngineOptions (log_every_n_steps from conf/trainer/default.yaml),
-              a real TensorBoard SummaryWriter and the console's NoProgress (what a run off a
-              terminal uses); no checkpoints during the epoch.
+              trainer's default EngineOptions (`convbench.build.engine_options` of
+              conf/trainer/default.yaml: log_every_n_steps 50), a real TensorBoard SummaryWriter
+              and the console's NoProgress (what a run off a terminal uses); no checkpoints
+              during the epoch.
   dataloader  torchvision's usual stack: `torchvision.datasets.FashionMNIST` (or CIFAR10) with
               ToTensor + Normalize, `torch.utils.data.DataLoader(shuffle=True)`, one worker count
               per `--workers` entry; the fastest one is reported and named.
@@ -29,6 +30,7 @@ Examples:
 
 import argparse
 import copy
+import dataclasses
 import gzip
 import json
 import os
@@ -46,22 +48,25 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from convbench import config
+from convbench.build import AUTOCAST_DTYPES, build_model, build_optimization, engine_options
+from convbench.compose import compose
 from convbench.console import NoProgress
 from convbench.data import Batches, Split
-from convbench.engine import EngineOptions, TrainState, train_one_epoch
-from convbench.paths import config_dir
+from convbench.data.formats import write_cifar_batch, write_idx
+from convbench.engine import EngineOptions, Optimization, RunIO, TrainState, train_one_epoch
+from convbench.signals import StopRequest
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")  # fmt: skip
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 BARE_TARGET = 0.95  # convbench/bare, every model
 DATALOADER_TARGETS = {"mlp": 4.0, "lenet": 1.4}  # convbench/dataloader
 
@@ -77,12 +82,6 @@ class Data:
     labels: torch.Tensor  # int64 [N], CPU
     source: str  # where the images came from, printed with the results
     torchvision_dataset: torch.utils.data.Dataset  # the same images through torchvision
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """An IDX file of unsigned bytes: magic (0, 0, 0x08, ndim), big-endian dims, the data."""
-    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return bytes([0, 0, 0x08, array.ndim]) + dims + np.ascontiguousarray(array).tobytes()
 
 
 def random_images(count: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,14 +102,14 @@ def prepare_fashion_mnist(root: Path, count: int, generated: bool) -> tuple[Path
         return root, f"real Fashion-MNIST ({FASHION_MNIST_DIR})"
     for prefix, size, seed in (("train", count, 0), ("t10k", 100, 1)):
         images, labels = random_images(size, (28, 28), seed)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(images))
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     return root, "generated random uint8 images in Fashion-MNIST's IDX format"
 
 
 class GeneratedCIFAR10(torchvision.datasets.CIFAR10):
-    """torchvision's CIFAR10 reader, minus the md5 check against the official archive
-    (generated files cannot pass it); reading and __getitem__ are torchvision's own."""
+    """torchvision's CIFAR10 reader, minus the md5 checks against the official archive
+    (generated files cannot pass them); reading and __getitem__ are torchvision's own."""
 
     def _check_integrity(self) -> bool:
         return True
@@ -122,16 +121,14 @@ class GeneratedCIFAR10(torchvision.datasets.CIFAR10):
 
 
 def write_cifar10(root: Path, count: int) -> Path:
-    """CIFAR-10's python layout (data_batch_1..5, test_batch, batches.meta) with random images."""
+    """CIFAR-10's python layout with random images: data_batch_1..5 and test_batch as the
+    original files are written, and the batches.meta that torchvision's reader also wants."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     sizes = [count // 5 + (i < count % 5) for i in range(5)]
-    for seed, (name, size) in enumerate(
-        [*((f"data_batch_{i + 1}", s) for i, s in enumerate(sizes)), ("test_batch", 100)]
-    ):
-        images, labels = random_images(size, (3 * 32 * 32,), seed)  # rows: 3 planes of 32x32
-        batch = {"batch_label": name, "data": images, "labels": labels.tolist()}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    names = [f"data_batch_{i + 1}" for i in range(5)] + ["test_batch"]
+    for seed, (name, size) in enumerate(zip(names, [*sizes, 100], strict=True)):
+        write_cifar_batch(folder / name, *random_images(size, (3, 32, 32), seed))
     meta = {"label_names": [f"class{i}" for i in range(10)]}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     return root
@@ -167,29 +164,27 @@ class Setup:
     """One model's config, initial weights and the settings every variant shares."""
 
     name: str
-    cfg: object  # the composed Hydra config
+    cfg: object  # the composed config, trainer.precision set from --precision
     initial_model: nn.Module  # CPU; each timed epoch trains a deep copy
+    options: EngineOptions  # the convbench variant's; its autocast dtype serves every variant
     device: torch.device
-    precision: str
     channels_last: bool
     batch_size: int
     warmup_steps: int
-    log_every_n_steps: int | None  # None: the trainer config's value
 
     @property
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def autocast(self):
-        dtype = AUTOCAST_DTYPES[self.precision]
+        dtype = self.options.autocast_dtype
         return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype)
 
-    def fresh(self) -> tuple[nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
-        """A copy of the initial model on the device, its optimizer (from the config) and scaler."""
+    def fresh(self) -> tuple[nn.Module, Optimization]:
+        """A copy of the initial model on the device, and its loss, optimizer and scaler as
+        `convbench.build` makes them from the config."""
         model = copy.deepcopy(self.initial_model).to(self.device, memory_format=self.memory_format)
-        optimizer = instantiate(self.cfg.optimizer)(params=model.parameters())
-        scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        return model, optimizer, scaler
+        return model, build_optimization(self.cfg, model, self.device)
 
 
 def model_overrides(name: str) -> list[str]:
@@ -200,18 +195,31 @@ def model_overrides(name: str) -> list[str]:
     return [f"model={name}"]
 
 
-def compose_config(name: str, dataset: str):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=[f"dataset={dataset}", *model_overrides(name)])
+def benchmark_options(trainer_cfg, log_every_n_steps: int | None) -> EngineOptions:
+    """The trainer's EngineOptions with no checkpoints inside the epoch and, when given,
+    --log-every-n-steps in place of the config's value."""
+    changes = {"checkpoint_every_n_steps": 0}
+    if log_every_n_steps is not None:
+        changes["log_every_n_steps"] = log_every_n_steps
+    return dataclasses.replace(engine_options(trainer_cfg), **changes)
 
 
 def make_setup(name: str, args, seed: int = 0) -> Setup:
-    cfg = compose_config(name, args.dataset)
+    # --precision goes into the config, so that the autocast dtype (engine_options) and the
+    # fp16 gradient scaler (build_optimization) both follow it.
+    overrides = [f"dataset={args.dataset}", *model_overrides(name)]
+    cfg = compose([*overrides, f"trainer.precision={args.precision}"])
     torch.manual_seed(seed)
-    model = instantiate(cfg.model)
-    device = torch.device(args.device)
-    return Setup(name, cfg, model, device, args.precision, args.channels_last, args.batch_size,
-                 args.warmup_steps, args.log_every_n_steps)  # fmt: skip
+    return Setup(
+        name,
+        cfg,
+        initial_model=build_model(cfg, torch.device("cpu")),
+        options=benchmark_options(cfg.trainer, args.log_every_n_steps),
+        device=torch.device(args.device),
+        channels_last=args.channels_last,
+        batch_size=args.batch_size,
+        warmup_steps=args.warmup_steps,
+    )
 
 
 def synchronize(device: torch.device) -> None:
@@ -231,9 +239,9 @@ def timed(device: torch.device, work: Callable[[], None]) -> float:
 # ----------------------------------------------------------------------------- variants
 
 
-def make_step(setup: Setup, model, optimizer, scaler) -> Callable:
+def make_step(setup: Setup, model: nn.Module, optimization: Optimization) -> Callable:
     """The plain training step of the bare loop and the DataLoader loop."""
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn, optimizer, scaler = optimization.loss_fn, optimization.optimizer, optimization.scaler
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
         with setup.autocast():
@@ -257,9 +265,9 @@ def time_bare(setup: Setup, data: Data) -> float:
     cfg = setup.cfg.dataset
     mean = torch.tensor(cfg.mean, device=device).view(1, -1, 1, 1) * 255
     std = torch.tensor(cfg.std, device=device).view(1, -1, 1, 1) * 255
-    model, optimizer, scaler = setup.fresh()
+    model, optimization = setup.fresh()
     model.train()
-    step = make_step(setup, model, optimizer, scaler)
+    step = make_step(setup, model, optimization)
 
     def run(batches: int) -> None:
         order = torch.randperm(len(labels), device=device)
@@ -272,34 +280,26 @@ def time_bare(setup: Setup, data: Data) -> float:
     return timed(device, lambda: run(len(labels)))
 
 
-def engine_options(trainer_cfg, log_every_n_steps: int | None, precision: str) -> EngineOptions:
-    """The trainer's defaults, with no checkpoints inside the epoch."""
-    if log_every_n_steps is None:
-        log_every_n_steps = trainer_cfg.log_every_n_steps
-    return EngineOptions(
-        grad_clip_norm=trainer_cfg.grad_clip_norm,
-        log_every_n_steps=log_every_n_steps,
-        autocast_dtype=AUTOCAST_DTYPES[precision],
-        checkpoint_every_n_steps=0,
-        skip_nonfinite=trainer_cfg.nonfinite_skips,
-    )
-
-
 class NoCheckpointer:
     def save(self, state, is_best: bool) -> None:
         raise AssertionError("the benchmark asks for no checkpoints inside the epoch")
 
 
-class NoStop:
-    requested = None
-
-
 def convbench_batches(setup: Setup, data: Data, count: int) -> Batches:
+    """The first `count` images as the convbench variant's shuffled, un-augmented batches."""
     cfg = setup.cfg.dataset
-    split = Split(data.images[:count], data.labels[:count])
-    return Batches(split, batch_size=setup.batch_size, device=setup.device, mean=list(cfg.mean),
-                   std=list(cfg.std), image_size=cfg.image_size, shuffle=True, augment=None,
-                   channels_last=setup.channels_last, seed=0)  # fmt: skip
+    return Batches(
+        Split(data.images[:count], data.labels[:count]),
+        batch_size=setup.batch_size,
+        device=setup.device,
+        mean=list(cfg.mean),
+        std=list(cfg.std),
+        image_size=cfg.image_size,
+        shuffle=True,
+        augment=None,
+        channels_last=setup.channels_last,
+        seed=0,
+    )
 
 
 def time_convbench(setup: Setup, data: Data, log_dir: Path) -> float:
@@ -308,15 +308,15 @@ def time_convbench(setup: Setup, data: Data, log_dir: Path) -> float:
 
     warmup = convbench_batches(setup, data, setup.warmup_steps * setup.batch_size)
     batches = convbench_batches(setup, data, len(data.labels))
-    model, optimizer, scaler = setup.fresh()
-    options = engine_options(setup.cfg.trainer, setup.log_every_n_steps, setup.precision)
+    model, optimization = setup.fresh()
     writer = SummaryWriter(str(log_dir))
+    # A StopRequest never entered installs no signal handler: `requested` stays None.
+    io = RunIO(writer, NoProgress(), NoCheckpointer(), StopRequest())
     try:
 
         def run(epoch_batches: Batches) -> None:
-            train_one_epoch(model, epoch_batches, optimizer, nn.CrossEntropyLoss(), scaler,
-                            TrainState(), writer, options, NoProgress(), NoCheckpointer(),
-                            NoStop())  # fmt: skip
+            state = TrainState()
+            train_one_epoch(model, epoch_batches, optimization, state, options=setup.options, io=io)
 
         run(warmup)
         return timed(setup.device, lambda: run(batches))
@@ -327,19 +327,24 @@ def time_convbench(setup: Setup, data: Data, log_dir: Path) -> float:
 def time_dataloader(setup: Setup, data: Data, workers: int) -> float:
     """Seconds for one epoch of torchvision's dataset + DataLoader (workers start inside it)."""
     on_gpu = setup.device.type == "cuda"
-    loader = DataLoader(data.torchvision_dataset, batch_size=setup.batch_size, shuffle=True,
-                        num_workers=workers, pin_memory=on_gpu)  # fmt: skip
-    model, optimizer, scaler = setup.fresh()
+    loader = DataLoader(
+        data.torchvision_dataset,
+        batch_size=setup.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=on_gpu,
+    )
+    model, optimization = setup.fresh()
     model.train()
-    step = make_step(setup, model, optimizer, scaler)
+    step = make_step(setup, model, optimization)
 
     def run(batches: int | None) -> None:
         for index, (images, labels) in enumerate(loader):
             if batches is not None and index == batches:
                 break
             images = images.to(setup.device, non_blocking=on_gpu)
-            step(images.contiguous(memory_format=setup.memory_format),
-                 labels.to(setup.device, non_blocking=on_gpu))  # fmt: skip
+            labels = labels.to(setup.device, non_blocking=on_gpu)
+            step(images.contiguous(memory_format=setup.memory_format), labels)
 
     run(setup.warmup_steps)
     return timed(setup.device, lambda: run(None))
@@ -363,8 +368,7 @@ def variant_runners(setup: Setup, data: Data, workers: list[int], tmp: Path) -> 
 def warm_shapes(setup: Setup, data: Data) -> None:
     """One step at the full and at the last (partial) batch size on a throwaway copy, so that
     one-time costs per shape (cudnn.benchmark's search, allocator growth) fall on no variant."""
-    model, optimizer, scaler = setup.fresh()
-    step = make_step(setup, model, optimizer, scaler)
+    step = make_step(setup, *setup.fresh())
     for size in {setup.batch_size, len(data.labels) % setup.batch_size or setup.batch_size}:
         images = data.images[:size].to(setup.device).float()
         step(
@@ -385,8 +389,11 @@ def measure_model(setup: Setup, data: Data, workers: list[int], repeats: int, tm
         for name in names[shift:] + names[:shift]:
             seconds = runners[name]()
             rates[name].append(len(data.labels) / seconds)
-            print(f"  {setup.name:<10} repeat {repeat + 1}/{repeats}  {name:<24}"
-                  f"{rates[name][-1]:>12,.0f} img/s", flush=True)  # fmt: skip
+            print(
+                f"  {setup.name:<10} repeat {repeat + 1}/{repeats}  {name:<24}"
+                f"{rates[name][-1]:>12,.0f} img/s",
+                flush=True,
+            )
     return summarize(setup.name, rates)
 
 
@@ -411,8 +418,10 @@ def summarize(model: str, rates: dict[str, list[float]]) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    header = (f"{'model':<10}{'bare img/s':>13}{'convbench img/s':>17}{'dataloader img/s':>18}"
-              f"  {'(faster loader)':<22}{'convbench/bare':>15}{'convbench/dataloader':>22}")  # fmt: skip
+    header = (
+        f"{'model':<10}{'bare img/s':>13}{'convbench img/s':>17}{'dataloader img/s':>18}"
+        f"  {'(faster loader)':<22}{'convbench/bare':>15}{'convbench/dataloader':>22}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(
@@ -426,9 +435,13 @@ def table(results: list[dict]) -> str:
 def verdicts(results: list[dict]) -> list[tuple[bool | None, str]]:
     """(passed, text) per target; passed is None when the target's model was not run."""
     worst = min(results, key=lambda r: r["convbench_over_bare"])
-    lines = [(worst["convbench_over_bare"] >= BARE_TARGET,
-              f"convbench/bare >= {BARE_TARGET} for every model (lowest: {worst['model']} "
-              f"{worst['convbench_over_bare']:.3f})")]  # fmt: skip
+    lowest = f"{worst['model']} {worst['convbench_over_bare']:.3f}"
+    lines = [
+        (
+            worst["convbench_over_bare"] >= BARE_TARGET,
+            f"convbench/bare >= {BARE_TARGET} for every model (lowest: {lowest})",
+        )
+    ]
     by_model = {r["model"]: r for r in results}
     for model, target in DATALOADER_TARGETS.items():
         text = f"convbench/dataloader >= {target} for {model}"
@@ -443,16 +456,37 @@ def verdicts(results: list[dict]) -> list[tuple[bool | None, str]]:
 def describe(args, data: Data) -> str:
     precision = args.precision + ("" if args.precision == "fp32" else " autocast")
     log_every = "from config" if args.log_every_n_steps is None else args.log_every_n_steps
-    return "\n".join([
-        f"convbench throughput: torch {torch.__version__}, torchvision {torchvision.__version__}",
-        f"device {args.device}, torch threads {torch.get_num_threads()} (torch's default, "
-        f"unchanged), precision {precision}, channels_last {args.channels_last}",
-        f"data: {data.source}; {len(data.labels):,} training images {tuple(data.images.shape[1:])}, "
-        f"batch {args.batch_size}, augmentation off in every variant",
-        f"convbench: log_every_n_steps {log_every}, no checkpoints in the epoch, NoProgress",
-        f"{args.repeats} repeat(s) per variant, order rotated; {args.warmup_steps} warm-up steps "
-        "each; medians below",
-    ])  # fmt: skip
+    shape = tuple(data.images.shape[1:])
+    return "\n".join(
+        [
+            f"convbench throughput: torch {torch.__version__}, torchvision {torchvision.__version__}",
+            f"device {args.device}, torch threads {torch.get_num_threads()} (torch's default, "
+            f"unchanged), precision {precision}, channels_last {args.channels_last}",
+            f"data: {data.source}; {len(data.labels):,} training images {shape}, "
+            f"batch {args.batch_size}, augmentation off in every variant",
+            f"convbench: log_every_n_steps {log_every}, no checkpoints in the epoch, NoProgress",
+            f"{args.repeats} repeat(s) per variant, order rotated; {args.warmup_steps} warm-up "
+            "steps each; medians below",
+        ]
+    )
+
+
+def report(args, data: Data, results: list[dict]) -> None:
+    """The table and a PASS/FAIL/SKIP line per target; with --json, every measurement too."""
+    print()
+    print(table(results))
+    checks = verdicts(results)
+    for passed, text in checks:
+        print(f"{'SKIP' if passed is None else 'PASS' if passed else 'FAIL'}  {text}")
+    if args.json:
+        payload = {
+            "settings": vars(args) | {"json": str(args.json)},
+            "data": data.source,
+            "torch_threads": torch.get_num_threads(),
+            "results": results,
+            "targets": [{"passed": p, "text": t} for p, t in checks],
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
 
 
 # ----------------------------------------------------------------------------- command line
@@ -479,9 +513,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="DataLoader num_workers values to try, the fastest is reported "
         "(default: 0, 2 and min(8, CPU cores); with --smoke: 0)",
     )
-    parser.add_argument("--log-every-n-steps", type=int,
-                        help="override trainer.log_every_n_steps for the convbench variant "
-                        "(default: the config's, 50; 0 shows what its sync points cost)")  # fmt: skip
+    parser.add_argument(
+        "--log-every-n-steps",
+        type=int,
+        help="override trainer.log_every_n_steps for the convbench variant "
+        "(default: the config's, 50; 0 shows what its sync points cost)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", default="fp32", choices=sorted(AUTOCAST_DTYPES))
     parser.add_argument("--channels-last", action="store_true")
@@ -491,9 +528,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="use random images even where the real dataset is on disk",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--smoke", action="store_true",
-                        help="seconds: 256 images, batch 64, 1 repeat, 1 warm-up step (checks "
-                        "that the script works; the numbers mean little)")  # fmt: skip
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds: 256 images, batch 64, 1 repeat, 1 warm-up step (checks that the script "
+        "works; the numbers mean little)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.images, args.batch_size, args.repeats, args.warmup_steps = 256, 64, 1, 1
@@ -504,7 +544,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config.register()
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # every variant alike: what a GPU user sets
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -516,16 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         data = load_data(args.dataset, args.images, list(mean), list(std), tmp, args.generated_data)
         print(describe(args, data), flush=True)
         results = [measure_model(setup, data, workers, args.repeats, tmp) for setup in setups]
-    print()
-    print(table(results))
-    checks = verdicts(results)
-    for passed, text in checks:
-        print(f"{'SKIP' if passed is None else 'PASS' if passed else 'FAIL'}  {text}")
-    if args.json:
-        payload = {"settings": vars(args) | {"json": str(args.json)}, "data": data.source,
-                   "torch_threads": torch.get_num_threads(), "results": results,
-                   "targets": [{"passed": p, "text": t} for p, t in checks]}  # fmt: skip
-        args.json.write_text(json.dumps(payload, indent=2))
+    report(args, data, results)
     return 0
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_mnist_overrides
-from fakedata import write_cifar_dataset
+from helpers.cli import tiny_mnist_overrides
+from helpers.fakedata import write_cifar_dataset
 
 TYPO_CASES = [
     # (overrides, text the message must contain)
@@ -83,7 +83,7 @@ def test_corrupt_cifar_batch_is_named(cli, tmp_path):
 
 @pytest.fixture(scope="module")
 def mlp_run(tmp_path_factory, mnist_root) -> Path:
-    from conftest import run_cli
+    from helpers.cli import run_cli
 
     folder = tmp_path_factory.mktemp("mlp")
     result = run_cli("train", "model=mlp", *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",
@@ -103,7 +103,7 @@ def test_checkpoint_of_another_model_names_the_differences(cli, mnist_root, mlp_
 
 
 def test_resume_refuses_a_last_pt_from_another_run(cli, mnist_root, mlp_run, tmp_path):
-    from conftest import run_cli
+    from helpers.cli import run_cli
 
     lenet = tmp_path / "lenet"
     assert run_cli("train", *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",

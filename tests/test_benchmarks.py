@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers.cli import REPO
 
 BENCHMARKS = REPO / "benchmarks"
 NUMBER = r"[\d,]+(?:\.\d+)?"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers.cli import run_cli
 
 COMMANDS = {"train", "summary", "tb", "runs", "eval", "resume"}
 

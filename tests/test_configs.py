@@ -3,12 +3,11 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from convbench import config
+from convbench.compose import compose
 from convbench.paths import config_dir
 
 CONF = config_dir()
@@ -19,9 +18,7 @@ def options(group: str) -> list[str]:
 
 
 def compose_cfg(*overrides: str):
-    config.register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(overrides)
 
 
 def test_defaults_are_lenet_on_fashion_mnist():
@@ -49,10 +46,7 @@ def test_every_experiment_composes(experiment):
 def test_experiment_sweeps_name_real_choices():
     """The sweep of each experiment only uses groups/keys that exist (Hydra reads them at -m)."""
     for experiment in options("experiment"):
-        config.register()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=[f"experiment={experiment}"],
-                          return_hydra_config=True)  # fmt: skip
+        cfg = compose([f"experiment={experiment}"], with_hydra=True)
         for key, values in cfg.hydra.sweeper.params.items():
             for value in str(values).split(","):
                 compose_cfg(f"experiment={experiment}", f"{key}={value}")

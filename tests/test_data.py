@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from convbench.data import Batches, Split, load_splits, sources
-from convbench.data.formats import read_cifar_batch, read_idx
+from convbench.data.formats import idx_bytes, read_cifar_batch, read_idx
 from convbench.data.loader import random_crop, random_flip
 from convbench.errors import DatasetError
-from fakedata import idx_bytes, write_cifar_dataset, write_idx_dataset
+from helpers.fakedata import write_cifar_dataset, write_idx_dataset
 
 
 def dataset_cfg(**overrides):

@@ -8,13 +8,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import run_cli, tiny_mnist_overrides
 from convbench.checkpoint import load_checkpoint, save_checkpoint
 from convbench.cli import app
 from convbench.errors import CheckpointError
-
-# A tiny net gains nothing from more threads, and they spin-wait when the cores are busy.
-ONE_THREAD = "trainer.num_threads=1"
+from helpers.cli import ONE_THREAD, run_cli, tiny_mnist_overrides
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,9 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO, run_cli, tiny_mnist_overrides
 from convbench.cli import app
-from convbench.summary import summarize_config
-
-# A tiny net gains nothing from more threads, and they spin-wait when the cores are busy.
-ONE_THREAD = "trainer.num_threads=1"
+from convbench.commands.summary import summarize_config
+from helpers.cli import ONE_THREAD, REPO, run_cli, tiny_mnist_overrides
 
 EXAMPLE = REPO / "examples" / "own_model"
 # The direct form from the README: no YAML file, the model config on the command line.

@@ -4,8 +4,8 @@ import json
 
 import torch
 
-from conftest import run_cli, tiny_mnist_overrides
 from convbench.data.perturb import clutter, occlude, perturb, shift
+from helpers.cli import run_cli, tiny_mnist_overrides
 
 
 def _images(count=6, size=8) -> torch.Tensor:

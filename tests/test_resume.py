@@ -4,6 +4,7 @@ interrupted saves keep the last good checkpoint; a diverged loss stops without t
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,44 +19,17 @@ from convbench import checkpoint as checkpoint_module
 from convbench.checkpoint import Checkpointer, load_checkpoint
 from convbench.engine import TrainState
 from convbench.errors import CheckpointError
+from helpers.cli import TESTS, finish, slow_overrides, start, wait_for_new_checkpoint
 
-TESTS = Path(__file__).resolve().parent
 TIMING_KEYS = {"wall_time_s", "train_images_per_sec", "train_seconds"}
-
-
-def slow_overrides(root: Path, run_dir: Path, epochs: int = 3) -> list[str]:
-    # Deterministic CPU settings: one thread, fixed seed; every step saves last.pt.
-    return ["dataset=mnist", f"dataset.root={root}", "dataset.val_size=100",
-            f"trainer.epochs={epochs}", "trainer.batch_size=64", "trainer.device=cpu",
-            "trainer.num_threads=1", "trainer.checkpoint_every_n_steps=1",
-            "trainer.log_every_n_steps=1", "model._target_=slowmodels.SlowLeNet",
-            "+model.seconds_per_step=0.05", f"hydra.run.dir={run_dir}"]  # fmt: skip
-
-
-def start(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "PYTHONUNBUFFERED": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "convbench", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-
-def finish(proc: subprocess.Popen, expected: int = 0) -> str:
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == expected, f"rc={proc.returncode}\n{out}\n{err}"
-    return out + err
-
-
-def wait_for_new_checkpoint(last: Path, proc: subprocess.Popen, after: float) -> None:
-    deadline = time.monotonic() + 120
-    while not (last.is_file() and last.stat().st_mtime > after):
-        assert proc.poll() is None, "the run ended before writing a checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.01)
 
 
 def comparable(metrics: dict) -> dict:
     """metrics.json without wall-clock figures, which no two runs share."""
-    strip = lambda d: {k: v for k, v in d.items() if k not in TIMING_KEYS}  # noqa: E731
+
+    def strip(record: dict) -> dict:
+        return {k: v for k, v in record.items() if k not in TIMING_KEYS}
+
     return {**strip(metrics), "history": [strip(h) for h in metrics["history"]]}
 
 
@@ -122,7 +96,11 @@ def test_sigterm_mid_epoch_saves_exits_3_and_resumes_exactly(reference_run, mnis
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "interrupted" and status["error"] == "SIGTERM"
     saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]
-    assert saved["batch_in_epoch"] > 0 or saved["epoch"] > 0
+    # last.pt holds the step the run stopped at: the one the warning names and status.json keeps.
+    stopped = re.search(r"stopped by SIGTERM at epoch (\d+), step (\d+)", output)
+    assert stopped, output
+    assert (saved["epoch"] + 1, saved["step"]) == (int(stopped[1]), int(stopped[2]))
+    assert status["step"] == saved["step"] and status["epoch"] == saved["epoch"]
     finish(start("resume", str(run_dir), cwd=tmp_path))
     assert_same_run(run_dir, reference_run)
 
@@ -214,7 +192,7 @@ def test_nonfinite_skips_are_bounded(cli, mnist_root, tmp_path):
 @pytest.mark.slow
 def test_the_own_model_example_resumes(tmp_path):
     """examples/own_model (a user's package on PYTHONPATH) stops on SIGTERM and resumes."""
-    from fakedata import write_idx_dataset
+    from helpers.fakedata import write_idx_dataset
 
     root = write_idx_dataset(tmp_path / "data", train=4100, test=100)
     run_dir = tmp_path / "run"

@@ -9,10 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli, tiny_mnist_overrides
-
-# A tiny net gains nothing from more threads, and they spin-wait when the cores are busy.
-ONE_THREAD = "trainer.num_threads=1"
+from helpers.cli import ONE_THREAD, run_cli, tiny_mnist_overrides
 
 
 def dead_pid() -> int:

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from convbench.checkpoint import load_checkpoint
-from test_resume import finish, slow_overrides, start, wait_for_new_checkpoint
+from helpers.cli import finish, run_cli, slow_overrides, start, wait_for_new_checkpoint
 
 
 @pytest.mark.slow

@@ -10,17 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
+from convbench.build import build_model
 from convbench.cli import app, main
+from convbench.commands.summary import compose_config, summarize_config
 from convbench.errors import EXIT_USER_ERROR
 from convbench.models.lenet import LeNet
-from convbench.summary import (
-    MAC_CONVENTION,
-    _adaptive_window,
-    build_meta_model,
-    compose_config,
-    summarize,
-    summarize_config,
-)
+from convbench.summary import MAC_CONVENTION, _adaptive_window, summarize
 
 LECTURE_MLP = ["model=mlp", "model.hidden=[1000]", "dataset=cifar10", "dataset.image_size=400"]
 
@@ -160,7 +155,7 @@ def test_lenet_on_fashionmnist_from_the_config():
 
 def test_lecture_mlp_has_480_million_parameters_on_the_meta_device():
     cfg, input_shape = compose_config(LECTURE_MLP)
-    model = build_meta_model(cfg)
+    model = build_model(cfg, torch.device("meta"))
     assert all(p.is_meta for p in model.parameters())  # shapes only: no 1.9 GB allocated
     summary = summarize(model, input_shape)
     # 400*400*3 inputs * 1000 hidden + 1000 biases, then 1000*10 + 10

@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tiny_mnist_overrides
-
-# A tiny net gains nothing from more threads, and they spin-wait when the cores are busy.
-ONE_THREAD = "trainer.num_threads=1"
+from helpers.cli import ONE_THREAD, run_cli, tiny_mnist_overrides
 
 LOOPBACK = "127.0.0.1"
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import tiny_mnist_overrides
 from convbench.visuals import confusion_image, confusion_markdown
+from helpers.cli import tiny_mnist_overrides
 
 
 @pytest.fixture(scope="module")
 def rich_run(tmp_path_factory, mnist_root) -> tuple[Path, object]:
-    from conftest import run_cli
+    from helpers.cli import run_cli
 
     folder = tmp_path_factory.mktemp("tb")
     run_dir = folder / "run"

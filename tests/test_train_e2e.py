@@ -9,8 +9,8 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import tiny_mnist_overrides
 from convbench.checkpoint import load_checkpoint
+from helpers.cli import tiny_mnist_overrides
 
 SCALAR_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "lr",
                "perf/images_per_sec"}  # fmt: skip
@@ -28,7 +28,7 @@ def scalar_tags(run_dir: Path) -> set[str]:
 
 
 def assert_complete_run(run_dir: Path, epochs: int) -> dict:
-    """Every file a finished run folder must hold (issue 2, point 5)."""
+    """Every file a finished run folder must hold (README, "The run folder")."""
     hydra_dir = run_dir / ".hydra"
     assert (hydra_dir / "config.yaml").is_file() and (hydra_dir / "overrides.yaml").is_file()
     assert scalar_tags(run_dir) >= SCALAR_TAGS

@@ -8,7 +8,6 @@ Writes go to a temporary file in the same folder, are flushed and fsync'ed, then
 target: a crash or a full disk during a save leaves the previous checkpoint intact.
 """
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -17,40 +16,16 @@ import numpy as np
 import torch
 
 from convbench.errors import CheckpointError
+from convbench.files import atomic_write
 
 FORMAT = "convbench.checkpoint"
 VERSION = 1
-TMP_MARK = ".tmp-"  # leftovers of an interrupted save: `.last.pt.tmp-<pid>`
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
     """Atomically write `payload` (plus the format marker) to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Make the rename itself durable (POSIX); harmless where directories cannot be opened.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    marked = {"format": FORMAT, "version": VERSION, **payload}
+    atomic_write(path, lambda handle: torch.save(marked, handle))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -85,10 +60,13 @@ def rng_states() -> dict[str, Any]:
     numpy_state = np.random.get_state()
     states = {
         "python": random.getstate(),
-        "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)),
-                  *numpy_state[2:]),
+        "numpy": (
+            numpy_state[0],
+            torch.from_numpy(numpy_state[1].astype(np.int64)),
+            *numpy_state[2:],
+        ),
         "torch": torch.get_rng_state(),
-    }  # fmt: skip
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -128,19 +106,13 @@ class Checkpointer:
         return self.folder / "best.pt"
 
     def payload(self, state) -> dict[str, Any]:
-        buffers = state.epoch_buffers
         return {
             "config": self.config,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "state": {
-                **{k: v for k, v in vars(state).items() if k != "epoch_buffers"},
-                "epoch_buffers": None
-                if buffers is None
-                else {k: v.cpu() for k, v in buffers.items()},
-            },
+            "state": state.state_dict(),
             "rng": rng_states(),
         }
 
@@ -159,17 +131,36 @@ class Checkpointer:
             ) from None
 
     def restore(self, payload: dict[str, Any], state_type):
-        """Load every saved state back into the live objects; returns the TrainState."""
+        """Load every saved state back into the live objects; returns the `state_type`
+        (engine.TrainState) the payload holds."""
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
         restore_rng_states(payload["rng"])
-        saved = dict(payload["state"])
-        buffers = saved.pop("epoch_buffers")
         device = next(self.model.parameters()).device
-        state = state_type(**saved)
-        state.epoch_buffers = (
-            None if buffers is None else {k: v.to(device) for k, v in buffers.items()}
-        )
-        return state
+        return state_type.from_state_dict(payload["state"], device)
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """'key: saved -> current' for every leaf that differs between two config dicts."""
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += config_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differences.append(f"{prefix}{key}: {old} -> {new}")
+    return differences
+
+
+def identity(config: dict) -> dict:
+    """What makes weights belong to a model: the model config and the data's shape."""
+    dataset = config.get("dataset", {})
+    shape_keys = ("name", "num_classes", "in_channels", "image_size")
+    return {"model": config.get("model", {}), "dataset": {k: dataset.get(k) for k in shape_keys}}
+
+
+def identity_differences(payload: dict[str, Any], config: dict) -> list[str]:
+    """How the model a checkpoint was written for differs from the one `config` builds."""
+    return config_differences(identity(payload["config"]), identity(config))

@@ -1,13 +1,35 @@
-"""Progress display: a rich progress bar on a terminal, nothing per step otherwise.
+"""What a person sees while convbench works: a rich progress bar on a terminal, nothing per step
+otherwise, and the log lines.
 
-Per-epoch lines go through `logging` (console and the run's train.log) either way, so CI logs,
-files and SLURM logs get one plain line per epoch.
+Output policy: a command's result (a table, a report, JSON) is printed by its module in
+convbench.commands; everything said while working (the epoch lines, a download notice, a
+warning) goes through `logging` under the "convbench" logger, so it reaches the console and the
+run's train.log alike. CI logs, files and SLURM logs get one plain line per epoch.
 """
 
 import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """Log records to whatever `sys.stdout` is when each record is written.
+
+    While a progress bar is live, rich swaps `sys.stdout` for a proxy that prints above the bar;
+    a handler holding the original stream would write into the bar's line instead.
+    """
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass  # always the current sys.stdout
 
 
 class NoProgress:
@@ -85,7 +107,7 @@ def make_progress(enabled: bool | None = None):
 def log_to_run_folder(run_dir: Path):
     """For commands outside Hydra (resume): the console and <run>/train.log, as Hydra sets up."""
     root = logging.getLogger()
-    console = logging.StreamHandler(sys.stdout)
+    console = ConsoleHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
     handlers = [console]
     if run_dir.is_dir():
@@ -103,3 +125,20 @@ def log_to_run_folder(run_dir: Path):
             root.removeHandler(handler)
             handler.close()
         root.setLevel(previous_level)
+
+
+@contextmanager
+def log_to_console(stream=None):
+    """For commands that print a result (eval): the "convbench" logger's notices on stderr, so
+    that stdout holds the result alone (`--json` output stays parseable)."""
+    logger = logging.getLogger("convbench")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)

@@ -4,11 +4,11 @@ Functions take objects (model, batches, optimizer, writer), never the config. Th
 fixed: lr -> forward -> loss -> backward -> clip -> step -> zero_grad -> log. The learning rate
 changes once per epoch (schedulers count epochs).
 
-The hot path never waits for the device: each step's loss and correct count go into per-epoch
-buffers on the device, and the host reads them only at sync points (every `log_every_n_steps`
-steps, at a checkpoint, on a stop request, at the end of the epoch). At each sync point the
-buffered losses are checked: a non-finite loss stops the run before anything is saved, so no
-checkpoint ever holds diverged weights.
+The hot path never waits for the device: each step's loss and correct count go into the epoch's
+buffers on the device (`EpochBuffers`), and the host reads them only at sync points: every
+`log_every_n_steps` steps, at a checkpoint, on a stop request, at the end of the epoch. At each
+sync point the buffered losses are checked first: a non-finite loss stops the run before anything
+is saved, so no checkpoint ever holds diverged weights.
 """
 
 import logging
@@ -16,6 +16,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,108 @@ from convbench.errors import NonFiniteLoss, RunInterrupted
 from convbench.visuals import log_filters, log_histograms, log_sample_batch
 
 log = logging.getLogger("convbench")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineOptions:
+    """How the loop trains and reports; each field is the trainer setting of the same name."""
+
+    grad_clip_norm: float | None = None  # clip the global gradient norm; None or 0: off
+    log_every_n_steps: int = 0  # a train/loss_step point every N steps; 0: none, no step syncs
+    checkpoint_every_n_steps: int = 0  # also save last.pt every N steps; 0: at epoch ends only
+    nonfinite_skips: int = 0  # skip up to N non-finite steps (one host sync per step); 0: stop
+    autocast_dtype: torch.dtype | None = None  # bf16/fp16 autocast; None runs in fp32
+    log_images: bool = True  # the first batch, and the first-layer filters after every epoch
+    histogram_every_n_epochs: int = 0  # weight/gradient histograms; 0: off
+
+
+@dataclass
+class Optimization:
+    """What turns a batch's loss into new weights."""
+
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch.optim.lr_scheduler, stepped once per epoch
+    scaler: torch.amp.GradScaler  # enabled for fp16 only
+
+
+@dataclass
+class RunIO:
+    """What the loop reports to and hears from the world outside it. One object, so that a
+    distributed run can give the real ones to one rank and silent ones to the others."""
+
+    writer: Any  # TensorBoard SummaryWriter
+    progress: Any  # convbench.console.BarProgress or NoProgress
+    checkpointer: Any  # convbench.checkpoint.Checkpointer
+    stop: Any  # convbench.signals.StopRequest: `.requested` is a signal name or None
+
+
+@dataclass
+class StepLosses:
+    """Host copies of the first steps of an epoch's buffers."""
+
+    loss: torch.Tensor  # float [steps]
+    correct: torch.Tensor  # long [steps]
+    size: torch.Tensor  # float [steps]; 0 for a skipped step
+
+    def first_nonfinite(self) -> int | None:
+        bad = (~torch.isfinite(self.loss)).nonzero()
+        return int(bad[0]) if len(bad) else None
+
+    def means(self) -> dict[str, float]:
+        """The epoch so far: sample-weighted mean loss and accuracy ({} before any sample)."""
+        seen = self.size.sum().item()
+        if not seen:
+            return {}
+        return {
+            "loss": (self.loss * self.size).sum().item() / seen,
+            "acc": self.correct.sum().item() / seen,
+        }
+
+    def mean_loss(self, start: int) -> float | None:
+        """Sample-weighted mean loss of the steps from `start` on (None when they hold none)."""
+        sizes = self.size[start:]
+        if not sizes.sum() > 0:
+            return None
+        return ((self.loss[start:] * sizes).sum() / sizes.sum()).item()
+
+
+@dataclass
+class EpochBuffers:
+    """Per-step loss, correct count and batch size of one epoch, kept on the device."""
+
+    loss: torch.Tensor  # float [steps]
+    correct: torch.Tensor  # long [steps]
+    size: torch.Tensor  # float [steps]
+
+    @classmethod
+    def for_epoch(cls, batches) -> "EpochBuffers":
+        # Batch sizes are known up front (all full but the last), so the hot loop writes only the
+        # loss and the correct count; a skipped step sets its size to 0.
+        steps, device = len(batches), batches.device
+        size = torch.full((steps,), float(batches.batch_size), device=device)
+        size[-1] = batches.num_samples - batches.batch_size * (steps - 1)
+        loss = torch.zeros(steps, device=device)
+        return cls(loss, torch.zeros(steps, device=device, dtype=torch.long), size)
+
+    def record(self, index: int, loss, logits, labels) -> None:
+        self.loss[index] = loss.detach()
+        self.correct[index] = (logits.argmax(1) == labels).sum()
+
+    def skip(self, index: int) -> None:
+        self.size[index] = 0  # a skipped step counts in neither loss nor accuracy
+
+    def read(self, upto: int) -> StepLosses:
+        # Host sync: waits for every queued step, then copies the first `upto` slots.
+        loss = self.loss[:upto].float().cpu()
+        return StepLosses(loss, self.correct[:upto].cpu(), self.size[:upto].cpu())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"loss": self.loss.cpu(), "correct": self.correct.cpu(), "size": self.size.cpu()}
+
+    @classmethod
+    def from_state_dict(cls, saved: dict, device: torch.device) -> "EpochBuffers":
+        return cls(**{name: saved[name].to(device) for name in ("loss", "correct", "size")})
 
 
 @dataclass
@@ -35,21 +138,30 @@ class TrainState:
     batch_in_epoch: int = 0  # batches of the current epoch already trained
     best_val_acc: float = -math.inf
     best_epoch: int = 0
-    skipped_steps: int = 0  # non-finite steps skipped (trainer.nonfinite=skip)
+    skipped_steps: int = 0  # non-finite steps skipped (trainer.nonfinite_skips)
     history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
-    # Buffers of the unfinished epoch (per-step loss, correct count, batch size), on the device.
-    epoch_buffers: dict[str, torch.Tensor] | None = None
+    epoch_buffers: EpochBuffers | None = None  # the unfinished epoch's, on the device
+
+    def state_dict(self) -> dict:
+        """Plain values and CPU tensors, as a checkpoint stores them."""
+        saved = {name: value for name, value in vars(self).items() if name != "epoch_buffers"}
+        buffers = self.epoch_buffers
+        saved["epoch_buffers"] = None if buffers is None else buffers.state_dict()
+        return saved
+
+    @classmethod
+    def from_state_dict(cls, saved: dict, device: torch.device) -> "TrainState":
+        values = dict(saved)
+        buffers = values.pop("epoch_buffers")
+        state = cls(**values)
+        if buffers is not None:
+            state.epoch_buffers = EpochBuffers.from_state_dict(buffers, device)
+        return state
 
 
-@dataclass
-class EngineOptions:
-    grad_clip_norm: float | None = None
-    log_every_n_steps: int = 0  # 0: no per-step points and no per-step sync
-    autocast_dtype: torch.dtype | None = None  # bf16/fp16 autocast; None runs in fp32
-    checkpoint_every_n_steps: int = 0  # 0: checkpoints at epoch ends only
-    skip_nonfinite: int = 0  # >0: skip up to this many non-finite steps (one sync per step)
-    log_images: bool = True  # first-layer filters after every epoch
-    histogram_every_n_epochs: int = 0  # weight/gradient histograms; 0: off
+def _due(count: int, every: int) -> bool:
+    """Whether `count` is a multiple of the interval `every` (0: never)."""
+    return every > 0 and count % every == 0
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -58,135 +170,132 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _new_buffers(batches) -> dict[str, torch.Tensor]:
-    # Batch sizes are known up front (all full but the last), so the hot loop writes only the
-    # loss and the correct count; a skipped step sets its size to 0.
-    steps, device = len(batches), batches.device
-    sizes = torch.full((steps,), float(batches.batch_size), device=device)
-    sizes[-1] = batches.num_samples - batches.batch_size * (steps - 1)
-    return {
-        "loss": torch.zeros(steps, device=device),
-        "correct": torch.zeros(steps, device=device, dtype=torch.long),
-        "size": sizes,
-    }
+def _raise_if_nonfinite(losses: StepLosses, state: TrainState) -> None:
+    bad = losses.first_nonfinite()
+    if bad is None:
+        return
+    step = state.step - (len(losses.loss) - bad) + 1
+    raise NonFiniteLoss(
+        f"the training loss became {losses.loss[bad].item()} at epoch {state.epoch + 1}, step "
+        f"{step}; the run stopped without saving these weights, so checkpoints/last.pt and "
+        "best.pt still hold the last good state. Lower optimizer.lr, set "
+        "trainer.grad_clip_norm, or use trainer.nonfinite_skips=N to skip up to N bad steps."
+    )
 
 
-class _SyncPoint:
-    """Host-side reading of the epoch buffers: non-finite check and per-step loss points."""
-
-    def __init__(self, state, writer, progress):
-        self.state, self.writer, self.progress = state, writer, progress
-        self.logged_upto = state.batch_in_epoch  # buffer slots already written to TensorBoard
-
-    def check(self, buffers, upto: int, write_points: bool) -> None:
-        losses = buffers["loss"][:upto].float().cpu()  # the host sync
-        bad = (~torch.isfinite(losses)).nonzero()
-        if len(bad):
-            step = self.state.step - (upto - int(bad[0])) + 1
-            raise NonFiniteLoss(
-                f"the training loss became {losses[int(bad[0])].item()} at epoch "
-                f"{self.state.epoch + 1}, step {step}; the run stopped without saving these "
-                "weights, so checkpoints/last.pt and best.pt still hold the last good state. "
-                "Lower optimizer.lr, set trainer.grad_clip_norm, or use trainer.nonfinite_skips=N "
-                "to skip up to N bad steps."
-            )
-        sizes = buffers["size"][:upto].cpu()
-        seen = sizes.sum().item()
-        if seen:
-            correct = buffers["correct"][:upto].sum().item()
-            loss = (losses * sizes).sum().item()
-            self.progress.show(loss=loss / seen, acc=correct / seen)
-        new = slice(self.logged_upto, upto)
-        if write_points and sizes[new].sum() > 0:
-            # One point per sync point: the mean loss of the steps since the last one (a point
-            # per step cost ~45 us of host time each, 2-4% of a small model's step).
-            mean = (losses[new] * sizes[new]).sum() / sizes[new].sum()
-            self.writer.add_scalar("train/loss_step", mean.item(), self.state.step)
-            self.logged_upto = upto
+def _log_loss_point(writer, losses: StepLosses, since: int, step: int) -> int:
+    """One train/loss_step point: the mean loss of the steps since the last point (a point per
+    step cost ~45 us of host time each, 2-4% of a small model's step). Returns the new `since`."""
+    mean = losses.mean_loss(since)
+    if mean is None:
+        return since
+    writer.add_scalar("train/loss_step", mean, step)
+    return len(losses.loss)
 
 
-def _skip_if_nonfinite(loss, optimizer, state, options) -> bool:
-    """trainer.nonfinite_skips mode: drop a non-finite step (costs one sync per step)."""
-    if not options.skip_nonfinite or torch.isfinite(loss).item():
+def _sync_point(buffers: EpochBuffers, upto: int, state, io: RunIO, since: int, point: bool):
+    """Read the epoch's first `upto` steps from the device, stop on a non-finite loss, show the
+    running means, and (when `point`) log a loss point. Returns the host copies and the slots
+    now logged."""
+    losses = buffers.read(upto)
+    _raise_if_nonfinite(losses, state)
+    io.progress.show(**losses.means())
+    if point:
+        since = _log_loss_point(io.writer, losses, since, state.step)
+    return losses, since
+
+
+def _skip_nonfinite(loss: torch.Tensor, state: TrainState, allowed: int) -> bool:
+    """trainer.nonfinite_skips: whether to drop this step; stops once more than `allowed`."""
+    if torch.isfinite(loss).item():  # host sync, once per step: the price of this mode
         return False
-    optimizer.zero_grad(set_to_none=True)
     state.skipped_steps += 1
     log.warning(
         "non-finite loss at step %d skipped (%d so far)", state.step + 1, state.skipped_steps
     )
-    if state.skipped_steps > options.skip_nonfinite:
+    if state.skipped_steps > allowed:
         raise NonFiniteLoss(
-            f"more than trainer.nonfinite_skips={options.skip_nonfinite} non-finite steps "
-            f"(at epoch {state.epoch + 1}, step {state.step + 1}); the last good state is in "
+            f"more than trainer.nonfinite_skips={allowed} non-finite steps (at epoch "
+            f"{state.epoch + 1}, step {state.step + 1}); the last good state is in "
             "checkpoints/last.pt. Lower optimizer.lr or set trainer.grad_clip_norm."
         )
     return True
 
 
-def train_one_epoch(model, batches, optimizer, loss_fn, scaler, state, writer, options,
-                    progress, checkpointer, stop) -> dict:  # fmt: skip
+def _backward_and_step(model, loss, optimization: Optimization, grad_clip_norm) -> None:
+    scaler, optimizer = optimization.scaler, optimization.optimizer
+    scaler.scale(loss).backward()
+    if grad_clip_norm:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def train_one_epoch(
+    model,
+    batches,
+    optimization: Optimization,
+    state: TrainState,
+    *,
+    options: EngineOptions,
+    io: RunIO,
+) -> dict:
     """Train on the rest of epoch `state.epoch`; returns mean loss, accuracy and images/s."""
     model.train()
     if state.epoch_buffers is None:
-        state.epoch_buffers = _new_buffers(batches)
-    buffers, sync = state.epoch_buffers, _SyncPoint(state, writer, progress)
-    every = options.histogram_every_n_epochs
-    histogram_index = len(batches) - 1 if every and (state.epoch + 1) % every == 0 else -1
+        state.epoch_buffers = EpochBuffers.for_epoch(batches)
+    buffers, steps = state.epoch_buffers, len(batches)
+    logged = state.batch_in_epoch  # buffer slots already in a train/loss_step point
+    write_points = options.log_every_n_steps > 0
+    histogram_at = steps - 1 if _due(state.epoch + 1, options.histogram_every_n_epochs) else -1
+    aux_loss = getattr(model, "aux_loss", None)  # GoogLeNet's auxiliary heads add their term
     started, trained = time.perf_counter(), 0
-    # Auxiliary heads (GoogLeNet's): the model adds their weighted loss term to the main loss.
-    aux_loss = getattr(model, "aux_loss", None)
-    for index, (images, labels) in enumerate(
-        batches.epoch(state.epoch, state.batch_in_epoch), state.batch_in_epoch
-    ):
+    first = state.batch_in_epoch
+    for index, (images, labels) in enumerate(batches.epoch(state.epoch, first), first):
+        # forward and loss
         with _autocast(batches.device, options.autocast_dtype):
             logits = model(images)
-            loss = loss_fn(logits, labels)
+            loss = optimization.loss_fn(logits, labels)
             if aux_loss is not None:
-                loss = loss + aux_loss(loss_fn, labels)
-        if _skip_if_nonfinite(loss, optimizer, state, options):
-            buffers["size"][index] = 0  # a skipped step counts in neither loss nor accuracy
+                loss = loss + aux_loss(optimization.loss_fn, labels)
+        # backward, clip, step, zero_grad (a non-finite step is dropped only when asked to)
+        if options.nonfinite_skips and _skip_nonfinite(loss, state, options.nonfinite_skips):
+            buffers.skip(index)
         else:
-            scaler.scale(loss).backward()
-            if options.grad_clip_norm:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            if index == histogram_index:  # the epoch's last gradients, before they are cleared
-                log_histograms(writer, model, state.step + 1)
-            optimizer.zero_grad(set_to_none=True)
-            buffers["loss"][index] = loss.detach()
-            buffers["correct"][index] = (logits.argmax(1) == labels).sum()
+            _backward_and_step(model, loss, optimization, options.grad_clip_norm)
+            if index == histogram_at:  # the epoch's last gradients, before they are cleared
+                log_histograms(io.writer, model, state.step + 1)
+            optimization.optimizer.zero_grad(set_to_none=True)
+            buffers.record(index, loss, logits, labels)
         state.step += 1
         state.batch_in_epoch = index + 1
         trained += len(labels)
-        progress.advance(len(labels))
-        every = options.log_every_n_steps
-        if every and state.step % every == 0:
-            sync.check(buffers, index + 1, write_points=True)
-        # No periodic save on the epoch's last batch: the epoch-end save follows validation at
-        # the same step, and a last.pt written before validation would let a resume log that
-        # step's validation scalars a second time.
-        every = options.checkpoint_every_n_steps
-        periodic = every and state.step % every == 0 and index + 1 < len(batches)
-        if periodic or stop.requested:
-            sync.check(buffers, index + 1, write_points=bool(options.log_every_n_steps))
-            checkpointer.save(state, is_best=False)
-        if stop.requested:
-            raise RunInterrupted(stop.requested)
-    sync.check(buffers, len(batches), write_points=bool(options.log_every_n_steps))
+        io.progress.advance(len(labels))
+        # log and checkpoint. No periodic save on the epoch's last batch: the epoch-end save
+        # follows validation at the same step, and a last.pt written before validation would let
+        # a resume log that step's validation scalars a second time.
+        periodic_save = _due(state.step, options.checkpoint_every_n_steps) and index + 1 < steps
+        save = periodic_save or io.stop.requested
+        if save or _due(state.step, options.log_every_n_steps):
+            _, logged = _sync_point(buffers, index + 1, state, io, logged, write_points)
+        if save:
+            io.checkpointer.save(state, is_best=False)
+        if io.stop.requested:
+            raise RunInterrupted(io.stop.requested)
+    losses, _ = _sync_point(buffers, steps, state, io, logged, write_points)
     elapsed = time.perf_counter() - started
-    seen = buffers["size"].sum().item()
+    means = losses.means()
     return {
-        "loss": (buffers["loss"] * buffers["size"]).sum().item() / max(seen, 1),
-        "acc": buffers["correct"].sum().item() / max(seen, 1),
+        "loss": means.get("loss", 0.0),
+        "acc": means.get("acc", 0.0),
         "images_per_sec": trained / elapsed if elapsed > 0 else 0.0,
         "seconds": elapsed,
     }
 
 
 @torch.inference_mode()
-def evaluate(model, batches, loss_fn, num_classes: int, autocast_dtype=None) -> dict:
+def evaluate(model, batches, loss_fn, *, num_classes: int, autocast_dtype=None) -> dict:
     """Mean loss, accuracy and the confusion matrix (rows: true class, columns: predicted)."""
     model.eval()
     device = batches.device
@@ -199,7 +308,7 @@ def evaluate(model, batches, loss_fn, num_classes: int, autocast_dtype=None) -> 
         confusion += torch.bincount(
             labels * num_classes + logits.argmax(1), minlength=num_classes**2
         )
-    confusion = confusion.view(num_classes, num_classes).cpu()
+    confusion = confusion.view(num_classes, num_classes).cpu()  # host sync, once per evaluation
     seen = int(confusion.sum())
     return {
         "loss": loss_sum.item() / max(seen, 1),
@@ -208,55 +317,78 @@ def evaluate(model, batches, loss_fn, num_classes: int, autocast_dtype=None) -> 
     }
 
 
-def _log_epoch(writer, state, epochs, train_metrics, val_metrics, lr) -> None:
+def _log_epoch(writer, state: TrainState, epochs: int, train: dict, val: dict, lr: float) -> None:
     scalars = {
-        "train/loss": train_metrics["loss"],
-        "train/acc": train_metrics["acc"],
-        "val/loss": val_metrics["loss"],
-        "val/acc": val_metrics["acc"],
+        "train/loss": train["loss"],
+        "train/acc": train["acc"],
+        "val/loss": val["loss"],
+        "val/acc": val["acc"],
         "val/acc_best": state.best_val_acc,
         "lr": lr,
-        "perf/images_per_sec": train_metrics["images_per_sec"],
+        "perf/images_per_sec": train["images_per_sec"],
     }
     for tag, value in scalars.items():
         writer.add_scalar(tag, value, state.step)
+    images_per_sec = f"{train['images_per_sec']:,.0f}"
     log.info(
         "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.4g | %s img/s",
-        state.epoch, epochs, train_metrics["loss"], train_metrics["acc"], val_metrics["loss"],
-        val_metrics["acc"], lr, f"{train_metrics['images_per_sec']:,.0f}",
-    )  # fmt: skip
+        *(state.epoch, epochs, train["loss"], train["acc"], val["loss"], val["acc"], lr),
+        images_per_sec,
+    )
 
 
-def fit(model, optimizer, scheduler, batches, loss_fn, scaler, state, epochs, writer,
-        checkpointer, options, progress, stop, num_classes) -> TrainState:  # fmt: skip
+def _close_epoch(state: TrainState, train: dict, val: dict, lr: float) -> bool:
+    """Count the epoch as done in `state`; returns whether its validation accuracy is the best."""
+    state.epoch, state.batch_in_epoch, state.epoch_buffers = state.epoch + 1, 0, None
+    is_best = val["acc"] > state.best_val_acc
+    if is_best:
+        state.best_val_acc, state.best_epoch = val["acc"], state.epoch
+    record = {"epoch": state.epoch, "step": state.step, "lr": lr}
+    record |= {f"train_{name}": value for name, value in train.items()}
+    state.history.append(record | {"val_loss": val["loss"], "val_acc": val["acc"]})
+    return is_best
+
+
+def fit(
+    model,
+    batches: dict,
+    optimization: Optimization,
+    state: TrainState,
+    *,
+    epochs: int,
+    num_classes: int,
+    options: EngineOptions,
+    io: RunIO,
+) -> TrainState:
     """Train from `state` to `epochs`, validating and checkpointing after every epoch.
 
-    `batches` maps "train" and "val" to `Batches`. `stop.requested` (set by a signal handler)
+    `batches` maps "train" and "val" to `Batches`. `io.stop.requested` (set by a signal handler)
     ends the run after the current step with last.pt written (`RunInterrupted`).
     """
     while state.epoch < epochs:
-        lr = optimizer.param_groups[0]["lr"]
-        progress.start_epoch(state.epoch + 1, epochs, batches["train"].num_samples)
-        train_metrics = train_one_epoch(model, batches["train"], optimizer, loss_fn, scaler,
-                                        state, writer, options, progress, checkpointer, stop)  # fmt: skip
-        val_metrics = evaluate(model, batches["val"], loss_fn, num_classes, options.autocast_dtype)
-        scheduler.step()
-        state.epoch, state.batch_in_epoch, state.epoch_buffers = state.epoch + 1, 0, None
-        is_best = val_metrics["acc"] > state.best_val_acc
-        if is_best:
-            state.best_val_acc, state.best_epoch = val_metrics["acc"], state.epoch
-        state.history.append({"epoch": state.epoch, "step": state.step, "lr": lr,
-                              **{f"train_{k}": v for k, v in train_metrics.items()},
-                              "val_loss": val_metrics["loss"], "val_acc": val_metrics["acc"]})  # fmt: skip
-        _log_epoch(writer, state, epochs, train_metrics, val_metrics, lr)
+        lr = optimization.optimizer.param_groups[0]["lr"]
+        io.progress.start_epoch(state.epoch + 1, epochs, batches["train"].num_samples)
+        train = train_one_epoch(
+            model, batches["train"], optimization, state, options=options, io=io
+        )
+        val = evaluate(
+            model,
+            batches["val"],
+            optimization.loss_fn,
+            num_classes=num_classes,
+            autocast_dtype=options.autocast_dtype,
+        )
+        optimization.scheduler.step()
+        is_best = _close_epoch(state, train, val, lr)
+        _log_epoch(io.writer, state, epochs, train, val, lr)
         if options.log_images:
             if state.epoch == 1:
                 # The first batch as trained, logged with the epoch's other images rather than
                 # before the first step (which would wait for PIL's import and the PNG encoding),
                 # at this step so that a resume's purge covers it like any other event.
-                log_sample_batch(writer, batches["train"], state.step)
-            log_filters(writer, model, state.step)
-        checkpointer.save(state, is_best=is_best)
-        if stop.requested:
-            raise RunInterrupted(stop.requested)
+                log_sample_batch(io.writer, batches["train"], state.step)
+            log_filters(io.writer, model, state.step)
+        io.checkpointer.save(state, is_best=is_best)
+        if io.stop.requested:
+            raise RunInterrupted(io.stop.requested)
     return state

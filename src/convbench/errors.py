@@ -1,17 +1,35 @@
-"""User-facing errors and the exit codes of the CLI.
+"""The error policy of convbench, and the exit codes of its CLI.
 
-A `ConvbenchError` is a mistake the user can fix (a bad override, a missing dataset file, a
-checkpoint from another model). The CLI prints its message as one paragraph, without a
-traceback, and exits with its `exit_code`. Anything else is a bug and keeps its traceback.
+Two kinds of error, never mixed:
 
-Exit codes: 0 success; 1 a sweep with failed jobs (or a bug); 2 bad input; 3 interrupted by a
+- A user mistake is a `ConvbenchError`: a config value (a typo, a wrong type, a value out of
+  range), a file (a missing or corrupt dataset or checkpoint, a checkpoint of another model), an
+  argument a model's constructor rejects with `TypeError` or `ValueError`. The CLI prints its
+  message as one paragraph (what is wrong, the valid choices, how to fix it), without a
+  traceback, and exits with its `exit_code` (2 unless the class says otherwise).
+- Anything else is a bug, in convbench or in the user's own code (a model class, say). It keeps
+  its traceback, the CLI adds BUG_REPORT and exits 1.
+
+Library code raises what fits where it is: the models raise `ValueError`, as torchvision's do;
+the data and checkpoint readers raise `DatasetError`/`CheckpointError`, which carry the file's
+name. Only the layer that knows what the user typed (convbench.build for constructors, the
+commands for their arguments) turns a `ValueError` into a `ConvbenchError`.
+
+Exit codes: 0 success; 1 a sweep with failed jobs, or a bug; 2 bad input; 3 interrupted by a
 signal after saving last.pt (resume it); 4 the loss became NaN/inf.
 """
 
 EXIT_FAILED_JOBS = 1
+EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 3
 EXIT_NONFINITE = 4
+
+BUG_REPORT = (
+    "This is a bug, in convbench or in code it ran for you (your own model class, say), not a "
+    "mistake in your input. If the traceback above points into convbench, please report it "
+    "with the command you ran and that traceback."
+)
 
 
 class ConvbenchError(Exception):

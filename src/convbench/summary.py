@@ -1,12 +1,11 @@
-"""`convbench summary`: a model's layers, parameters, MACs and receptive fields, without weights.
+"""A model's layers, parameters, MACs and receptive fields, without weights: the analysis behind
+`convbench summary` (convbench.commands.summary composes the config and renders the table).
 
-The model comes from the same configs as `convbench train` (Hydra's compose API over conf/) and is
-built under `torch.device("meta")`: parameters get shapes but no storage, so a config with hundreds
-of millions of parameters summarizes in a second or two (mostly torch's one-time imports of its meta
-kernels) without allocating its weights. One forward pass of a meta tensor shaped
-(1, in_channels, image_size, image_size), with forward hooks on the leaf modules, gives each
-layer's output shape, parameters and MACs. `summarize(model, input_shape)` does the same
-for any module, meta or real.
+`summarize(model, input_shape)` runs one forward pass of zeros through any module, with forward
+hooks on the leaf modules, and gives each layer's output shape, parameters and MACs. Built under
+`torch.device("meta")`, parameters get shapes but no storage, so a config with hundreds of
+millions of parameters summarizes in a second or two (mostly torch's one-time imports of its meta
+kernels) without allocating its weights.
 
 The lecture's dense-versus-conv arithmetic is two commands. A two-layer MLP on a 400x400 RGB image
 with 1000 hidden units and 10 classes has "nearly 500 million" parameters:
@@ -50,19 +49,15 @@ Conventions, also printed with every summary:
   Not modelled (passed through unchanged): transposed convs, upsampling, unfold.
 """
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
-
-from convbench.errors import ConvbenchError
 
 MAC_CONVENTION = (
     "MACs: one multiply-accumulate per weight use in Conv and Linear layers, eval-mode forward of "
@@ -270,7 +265,7 @@ def _forward_with_hooks(model: nn.Module, input_shape: Sequence[int]) -> list[di
             with tracker:
                 model(probe)
     except RuntimeError as exc:
-        raise ConvbenchError(
+        raise ValueError(
             f"{type(model).__name__} does not accept an input of shape {list(input_shape)} ({exc}). "
             "Check that the model's in_channels/image_size agree with the dataset's."
         ) from None
@@ -304,140 +299,3 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> dict:
         "receptive_field_note": RECEPTIVE_FIELD_NOTE,
         "layers": rows,
     }
-
-
-def search_path_override(config_dir: str, overrides: Sequence[str]) -> str:
-    """`--config-dir DIR` for the compose API, which has no such flag: Hydra's search path."""
-    if any(override.startswith("hydra.searchpath=") for override in overrides):
-        raise ConvbenchError(
-            "--config-dir DIR and hydra.searchpath=[...] both set the extra config folders; use "
-            "one: hydra.searchpath=[file://DIR,...] takes several."
-        )
-    folder = Path(config_dir).resolve()
-    if not folder.is_dir():
-        raise ConvbenchError(f"--config-dir {config_dir}: {folder} is not a folder.")
-    quoted = str(folder).replace("'", "\\'")  # quoted: a path may hold , = or spaces
-    return f"hydra.searchpath=['file://{quoted}']"
-
-
-def compose_config(overrides: Sequence[str], extra_config_dir: str | None = None):
-    """The config `convbench train [--config-dir DIR] OVERRIDES` would run, composed without
-    starting a run."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from convbench import config
-    from convbench.hydra_app import describe_config_error
-    from convbench.paths import config_dir
-
-    config.register()
-    if extra_config_dir is not None:
-        overrides = [search_path_override(extra_config_dir, overrides), *overrides]
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides))
-        # Resolve the input geometry now, so a bad interpolation is a config error too.
-        data = cfg.dataset
-        input_shape = (1, int(data.in_channels), int(data.image_size), int(data.image_size))
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConvbenchError(describe_config_error(exc)) from None
-    return cfg, input_shape
-
-
-def build_meta_model(cfg) -> nn.Module:
-    """The config's model with parameters on the meta device: shapes only, no storage."""
-    from convbench.run import build
-
-    with torch.device("meta"):  # also skips the initializers' arithmetic
-        return build("model", cfg.model)
-
-
-def summarize_config(overrides: Sequence[str], extra_config_dir: str | None = None) -> dict:
-    """`summarize` of the model and dataset that `overrides` compose, built on the meta device."""
-    cfg, input_shape = compose_config(overrides, extra_config_dir)
-    model = build_meta_model(cfg)
-    header = {
-        "model": type(model).__name__,
-        "target": cfg.model._target_,
-        "dataset": cfg.dataset.name,
-        "overrides": list(overrides),
-    }
-    return header | summarize(model, input_shape)
-
-
-def _count(number: int) -> str:
-    """480011010 -> '480,011,010 (480.0 M)'."""
-    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if number >= scale:
-            return f"{number:,} ({number / scale:.1f} {unit})"
-    return f"{number:,}"
-
-
-def _bytes(number: int) -> str:
-    """1920044040 -> '1.92 GB' (decimal units, as disks and download pages count)."""
-    for scale, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
-        if number >= scale:
-            return f"{number / scale:.3g} {unit}"
-    return f"{number} B"
-
-
-def _pixels(pair: list[int] | None) -> str:
-    if pair is None:
-        return "-"
-    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
-
-
-def _table_lines(rows: list[dict]) -> list[str]:
-    """Plain aligned columns: readable piped into a file or a pager as well as on a terminal."""
-    header = ("Layer", "Type", "Output shape", "Params", "MACs", "RF", "Jump")
-    cells = [header] + [
-        (
-            row["name"],
-            row["type"],
-            str(row["output_shape"] or "-"),
-            f"{row['params']:,}",
-            f"{row['macs']:,}",
-            _pixels(row["receptive_field"]),
-            _pixels(row["jump"]),
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[column]) for line in cells) for column in range(len(header))]
-    left_aligned = 3  # name, type, shape; numbers align right
-    return [
-        "  ".join(
-            cell.ljust(width) if column < left_aligned else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-        for line in cells
-    ]
-
-
-def format_summary(summary: dict) -> str:
-    """The human-readable table and totals of a `summarize` / `summarize_config` result."""
-    title = summary["model"]
-    if "target" in summary:
-        title += f" ({summary['target']}) on {summary['dataset']}"
-    lines = [
-        title,
-        "",
-        *_table_lines(summary["layers"]),
-        "",
-        f"Total params:      {_count(summary['params'])} = {_bytes(summary['param_bytes'])}",
-        f"Trainable params:  {_count(summary['trainable_params'])}",
-        f"MACs:              {_count(summary['macs'])}",
-        f"Input shape:       {summary['input_shape']}",
-        "",
-        summary["mac_convention"],
-        summary["receptive_field_note"],
-    ]
-    return "\n".join(lines)
-
-
-def run_summary(
-    overrides: Sequence[str], as_json: bool = False, extra_config_dir: str | None = None
-) -> str:
-    """The text `convbench summary [--json] [--config-dir DIR] OVERRIDES...` prints."""
-    summary = summarize_config(overrides, extra_config_dir)
-    return json.dumps(summary, indent=2) if as_json else format_summary(summary)

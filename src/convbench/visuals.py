@@ -60,8 +60,10 @@ def confusion_markdown(confusion: torch.Tensor, classes: list[str]) -> str:
     names = classes or [str(i) for i in range(len(confusion))]
     header = "| true \\ predicted | " + " | ".join(names) + " |"
     rule = "|" + "---|" * (len(names) + 1)
-    rows = [f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |"
-            for name, row in zip(names, confusion, strict=True)]  # fmt: skip
+    rows = [
+        f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |"
+        for name, row in zip(names, confusion, strict=True)
+    ]
     return "\n".join([header, rule, *rows])
 
 

@@ -1,12 +1,15 @@
-"""Readers for the two on-disk formats: IDX (MNIST, Fashion-MNIST) and CIFAR-10 pickle batches.
+"""The two on-disk formats: IDX (MNIST, Fashion-MNIST) and CIFAR-10 pickle batches.
 
-Both return uint8 tensors shaped [N, C, H, W] (images) or [N] (labels) and name the offending
-file in a `DatasetError` when it is missing, truncated or corrupt.
+The readers return uint8 tensors shaped [N, C, H, W] (images) or [N] (labels) and name the
+offending file in a `DatasetError` when it is missing, truncated or corrupt. The writers
+(`idx_bytes`, `write_idx`, `write_cifar_batch`) make files exactly like the originals, for the
+tests' and benchmarks' generated datasets.
 """
 
 import gzip
 import io
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +90,49 @@ def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if len(images) != len(labels):
         raise DatasetError(f"{path} has {len(images)} images but {len(labels)} labels.")
     return torch.from_numpy(images.copy()), torch.from_numpy(labels)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file of unsigned bytes: magic (0, 0, 0x08, ndim), big-endian dims, then the data."""
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return bytes([0, 0, _IDX_UBYTE, array.ndim]) + dims + np.ascontiguousarray(array).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """Write a uint8 array as an IDX file, gzipped when `path` ends in .gz."""
+    data = idx_bytes(np.asarray(array, dtype=np.uint8))
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+class _Python2Pickler(pickle._Pickler):
+    """Writes `bytes` as Python 2 strings (BINSTRING opcodes), as the original CIFAR-10 batches
+    hold their keys and array data, so readers that decode them as bytes (convbench) and as text
+    (torchvision's `encoding="latin1"`) both read the file."""
+
+    def save_bytes(self, obj: bytes) -> None:
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch = pickle._Pickler.dispatch.copy()
+    dispatch[bytes] = save_bytes
+
+
+def write_cifar_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    """Write a CIFAR-10 python batch as the original files are: a protocol-2 pickle of a dict
+    with Python 2 string keys, `data` the images as rows of 3072 bytes (3 planes of 32x32),
+    `labels` a list of ints."""
+    images = np.asarray(images, dtype=np.uint8).reshape(len(images), 3 * 32 * 32)
+    batch = {
+        b"batch_label": path.name.encode(),
+        b"labels": [int(label) for label in labels],
+        b"data": images,
+        b"filenames": [f"{index}.png".encode() for index in range(len(images))],
+    }
+    buffer = io.BytesIO()
+    _Python2Pickler(buffer, protocol=2).dump(batch)
+    path.write_bytes(buffer.getvalue())
+    return path

@@ -7,6 +7,7 @@ torchvision download into `dataset.data_dir`. When none works, one `DatasetError
 looked and how to fix it.
 """
 
+import logging
 from pathlib import Path
 
 import torch
@@ -22,6 +23,8 @@ IDX_FILES = (
 )
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+
+log = logging.getLogger("convbench")
 
 RawData = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # train x, y; test x, y
 
@@ -60,7 +63,7 @@ def _download(name: str, torchvision_name: str, data_dir: Path) -> str | None:
         import torchvision.datasets
 
         dataset_class = getattr(torchvision.datasets, torchvision_name)
-        print(f"Downloading {name} into {data_dir} with torchvision ...", flush=True)
+        log.info("downloading %s into %s with torchvision ...", name, data_dir)
         for train in (True, False):
             dataset_class(root=str(data_dir), train=train, download=True)
     except Exception as exc:  # no network, a proxy, a full disk: all reported the same way

@@ -29,7 +29,6 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from convbench.errors import ConvbenchError
 from convbench.models.layers import activation as make_activation
 from convbench.models.layers import conv_bn, init_he, resolve_stem, scale_width
 
@@ -142,7 +141,7 @@ class GoogLeNet(nn.Module):
     ):
         super().__init__()
         if wide_kernel not in (3, 5):
-            raise ConvbenchError(
+            raise ValueError(
                 f"model.wide_kernel={wide_kernel} must be 3 (torchvision) or 5 (paper)."
             )
         unit = partial(make_unit, batch_norm=batch_norm, activation=activation)

@@ -3,8 +3,6 @@
 import torch
 from torch import nn
 
-from convbench.errors import ConvbenchError
-
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 POOLINGS = ("max", "avg", "none")
 
@@ -12,7 +10,7 @@ POOLINGS = ("max", "avg", "none")
 def activation(name: str) -> nn.Module:
     """An activation layer by name (relu | tanh | sigmoid | gelu)."""
     if name not in ACTIVATIONS:
-        raise ConvbenchError(
+        raise ValueError(
             f"model.activation={name!r} is not known; choose one of {', '.join(ACTIVATIONS)}."
         )
     return ACTIVATIONS[name]()
@@ -26,9 +24,7 @@ def pooling(kind: str, size: int) -> nn.Module:
         return nn.AvgPool2d(size)
     if kind == "none":
         return nn.Identity()
-    raise ConvbenchError(
-        f"model.pooling={kind!r} is not known; choose one of {', '.join(POOLINGS)}."
-    )
+    raise ValueError(f"model.pooling={kind!r} is not known; choose one of {', '.join(POOLINGS)}.")
 
 
 @torch.no_grad()
@@ -38,7 +34,7 @@ def flat_features(features: nn.Module, in_channels: int, image_size: int) -> int
     try:
         return features(probe).numel()
     except RuntimeError as exc:
-        raise ConvbenchError(
+        raise ValueError(
             f"the model's layers do not fit a {in_channels}x{image_size}x{image_size} input "
             f"({exc}). Use less stride/pooling, more padding, or a larger dataset.image_size."
         ) from None
@@ -53,7 +49,7 @@ STEMS = ("auto", "imagenet", "small")
 def resolve_stem(stem: str, image_size: int) -> str:
     """`imagenet` or `small`; `auto` takes `small` below 64x64 pixels and `imagenet` from there."""
     if stem not in STEMS:
-        raise ConvbenchError(f"model.stem={stem!r} is not known; choose one of {', '.join(STEMS)}.")
+        raise ValueError(f"model.stem={stem!r} is not known; choose one of {', '.join(STEMS)}.")
     if stem == "auto":
         return "small" if image_size < SMALL_IMAGE_LIMIT else "imagenet"
     return stem
@@ -62,7 +58,7 @@ def resolve_stem(stem: str, image_size: int) -> str:
 def scale_width(width: int, multiplier: float) -> int:
     """A layer width times `model.width_multiplier`, rounded, at least 1."""
     if multiplier <= 0:
-        raise ConvbenchError(f"model.width_multiplier={multiplier} must be positive.")
+        raise ValueError(f"model.width_multiplier={multiplier} must be positive.")
     return max(1, round(width * multiplier))
 
 
@@ -77,7 +73,7 @@ def head_pool_size(pool_size: int | str, reference: int, feature_side: int) -> i
         return min(reference, feature_side)
     if isinstance(pool_size, int) and pool_size >= 1:
         return pool_size
-    raise ConvbenchError(f"model.pool_size={pool_size!r} must be a positive integer or 'auto'.")
+    raise ValueError(f"model.pool_size={pool_size!r} must be a positive integer or 'auto'.")
 
 
 def conv_bn(

@@ -29,7 +29,6 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import nn
 
-from convbench.errors import ConvbenchError
 from convbench.models.layers import activation as make_activation
 from convbench.models.layers import conv_bn, init_he, resolve_stem, scale_width
 
@@ -124,12 +123,12 @@ def make_stem(kind: str, in_channels: int, width: int, activation: str) -> nn.Se
 
 def lookup(depth: int, shortcut: str) -> tuple[Variant, str]:
     if depth not in VARIANTS:
-        raise ConvbenchError(
+        raise ValueError(
             f"model.depth={depth} is not a ResNet; choose one of {', '.join(map(str, VARIANTS))} "
             "(18-152: ImageNet nets, 20-1202: CIFAR nets)."
         )
     if shortcut not in SHORTCUTS:
-        raise ConvbenchError(
+        raise ValueError(
             f"model.shortcut={shortcut!r} is not known; choose one of {', '.join(SHORTCUTS)}."
         )
     variant = VARIANTS[depth]

@@ -18,7 +18,6 @@ new.
 
 from torch import nn
 
-from convbench.errors import ConvbenchError
 from convbench.models.layers import activation as make_activation
 from convbench.models.layers import head_pool_size, init_he, scale_width
 
@@ -76,7 +75,7 @@ class VGG(nn.Module):
     ):
         super().__init__()
         if depth not in VARIANTS:
-            raise ConvbenchError(
+            raise ValueError(
                 f"model.depth={depth} is not a VGG; choose one of {', '.join(map(str, VARIANTS))}."
             )
         layout = VARIANTS[depth]

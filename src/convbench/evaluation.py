@@ -1,4 +1,4 @@
-"""`convbench eval RUN_DIR`: test a run's checkpoint again, from the run folder alone.
+"""Testing saved weights again, from the run folder alone.
 
 The checkpoint carries the resolved config, so the model is rebuilt from its `_target_` and the
 test split is loaded from the dataset config it was trained with (the same `dataset.root` or
@@ -6,7 +6,6 @@ data_dir, normalization and image size). Evaluation uses the run's eval batch si
 and precision, so the best checkpoint reproduces the run's metrics.json test accuracy.
 """
 
-import json
 from pathlib import Path
 
 from convbench.errors import CheckpointError, ConvbenchError
@@ -43,7 +42,7 @@ def _load_weights(model, payload: dict, path: Path) -> None:
 
 
 def _device(name: str):
-    from convbench.run import resolve_device
+    from convbench.build import resolve_device
 
     try:
         return resolve_device(name)
@@ -54,42 +53,51 @@ def _device(name: str):
         ) from None
 
 
+def _perturbed(test_split, perturbation: dict):
+    from convbench.data import Split
+    from convbench.data.perturb import perturb
+
+    images = perturb(
+        test_split.images,
+        shift_pixels=perturbation.get("shift", 0),
+        occlude_side=perturbation.get("occlude", 0),
+        clutter_side=perturbation.get("clutter", 0),
+        seed=perturbation.get("seed", 0),
+    )
+    return Split(images, test_split.labels)
+
+
 def evaluate_checkpoint(path: Path, device_name: str = "auto", perturbation=None) -> dict:
     """Rebuild the model of checkpoint `path`, load its weights, test it; returns the report.
 
     `perturbation` (keys shift, occlude, clutter, seed; see convbench.data.perturb) alters the
     test images first, the same way for every model, to measure tolerance to them.
     """
-    import torch
     from omegaconf import OmegaConf
-    from torch import nn
 
+    from convbench.build import build_model, engine_options, eval_batches
     from convbench.checkpoint import load_checkpoint
     from convbench.data import load_splits
     from convbench.engine import evaluate
-    from convbench.run import AUTOCAST_DTYPES, build, eval_batches
 
     payload = load_checkpoint(path)
     cfg = OmegaConf.create(payload["config"])
     data, trainer = cfg.dataset, cfg.trainer
     device = _device(device_name)
-    memory_format = torch.channels_last if trainer.channels_last else torch.preserve_format
-    model = build("model", cfg.model).to(device, memory_format=memory_format)
+    model = build_model(cfg, device, trainer.channels_last)
     _load_weights(model, payload, path)
     test_split = load_splits(data)["test"]
     perturbation = {k: v for k, v in (perturbation or {}).items() if v} or None
     if perturbation:
-        from convbench.data import Split
-        from convbench.data.perturb import perturb
-
-        images = perturb(test_split.images, shift_pixels=perturbation.get("shift", 0),
-                         occlude_side=perturbation.get("occlude", 0),
-                         clutter_side=perturbation.get("clutter", 0),
-                         seed=perturbation.get("seed", 0))  # fmt: skip
-        test_split = Split(images, test_split.labels)
+        test_split = _perturbed(test_split, perturbation)
     batches = eval_batches(cfg, test_split, device)
-    autocast_dtype = AUTOCAST_DTYPES[trainer.precision]
-    result = evaluate(model, batches, nn.CrossEntropyLoss(), data.num_classes, autocast_dtype)
+    result = evaluate(
+        model,
+        batches,
+        _loss_fn(),
+        num_classes=data.num_classes,
+        autocast_dtype=engine_options(trainer).autocast_dtype,
+    )
     state = payload.get("state") or {}
     return {
         "checkpoint": str(path),
@@ -107,55 +115,18 @@ def evaluate_checkpoint(path: Path, device_name: str = "auto", perturbation=None
     }
 
 
+def _loss_fn():
+    from torch import nn
+
+    return nn.CrossEntropyLoss()
+
+
 def per_class_accuracy(confusion, classes: list[str]) -> list[dict]:
     """One dict per true class (a row of the confusion matrix): images, correct, accuracy."""
     rows = []
     for index, counts in enumerate(confusion.tolist()):
         images, correct = sum(counts), counts[index]
         name = classes[index] if index < len(classes) else str(index)
-        rows.append({"class": name, "images": images, "correct": correct,
-                     "acc": correct / images if images else None})  # fmt: skip
+        accuracy = correct / images if images else None
+        rows.append({"class": name, "images": images, "correct": correct, "acc": accuracy})
     return rows
-
-
-def format_report(report: dict) -> str:
-    """Headline numbers, then an aligned per-class table."""
-    epoch = "?" if report["epoch"] is None else report["epoch"]
-    header = [
-        f"{report['model']} on {report['dataset']}: {report['images']:,} test images, "
-        f"device {report['device']}",
-        f"checkpoint {report['checkpoint']} (epoch {epoch})",
-        f"test acc {report['test_acc']:.4f} | test loss {report['test_loss']:.4f}"
-        + _perturbation_text(report.get("perturbation")),
-        "",
-    ]
-    cells = [("Class", "Images", "Correct", "Acc")] + [
-        (row["class"], str(row["images"]), str(row["correct"]),
-         "-" if row["acc"] is None else f"{row['acc']:.4f}")
-        for row in report["per_class"]
-    ]  # fmt: skip
-    widths = [max(len(line[column]) for line in cells) for column in range(4)]
-    table = [
-        "  ".join(
-            cell.ljust(width) if column == 0 else cell.rjust(width)  # class names left
-            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in cells
-    ]
-    return "\n".join(header + table)
-
-
-def _perturbation_text(perturbation: dict | None) -> str:
-    if not perturbation:
-        return ""
-    parts = [f"{name} {value}" + (" px" if name != "seed" else "")
-             for name, value in perturbation.items()]  # fmt: skip
-    return f" | perturbed: {', '.join(parts)}"
-
-
-def run_eval(run_dir: Path, which: str = "best", device: str = "auto", as_json=False,
-             perturbation=None) -> str:  # fmt: skip
-    """The text `convbench eval RUN_DIR [--checkpoint best|last] [--device D] [--json]` prints."""
-    report = evaluate_checkpoint(checkpoint_path(run_dir, which), device, perturbation)
-    report["run_dir"] = str(run_dir)
-    return json.dumps(report, indent=2) if as_json else format_report(report)

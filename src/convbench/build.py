@@ -1,0 +1,256 @@
+"""Factories: every object a run needs, made from its config. The only place that instantiates.
+
+`build_run(cfg, run_dir)` gives a `Run`: device, batches, model, the optimization objects, the
+engine options, TensorBoard writer and checkpointer. `train`, `resume`, `eval`, `summary` and the
+benchmarks all build through here, so a config means the same thing everywhere.
+"""
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from convbench.checkpoint import Checkpointer
+from convbench.data import Batches, load_splits
+from convbench.engine import EngineOptions, Optimization
+from convbench.errors import ConvbenchError
+
+log = logging.getLogger("convbench")
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an explicit choice must be available."""
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available(),
+    }
+    if name == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
+    if not available[name]:
+        raise ConvbenchError(
+            f"trainer.device={name} was asked for, but this machine has no {name} device that "
+            f"torch can use. Use trainer.device=auto (picks the best available) or trainer.device=cpu."
+        )
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build(group: str, node: DictConfig, **completion):
+    """Instantiate `node` (a model, or a partial optimizer/scheduler completed with `completion`).
+
+    A `_target_` that cannot be imported, or arguments its constructor rejects (`TypeError`,
+    `ValueError`, as torch's and torchvision's constructors raise), are the user's to fix:
+    `ConvbenchError`. Any other exception is a bug, in convbench or in the user's class, and
+    propagates with its traceback.
+    """
+    target = node.get("_target_")
+    try:
+        built = instantiate(node)
+        return built(**completion) if completion else built
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, TypeError | ValueError):
+            raise _rejected(group, target, cause) from None
+        if cause is None or str(exc).startswith("Error locating target"):
+            found = f"{type(cause).__name__}: {cause}" if cause else str(exc).splitlines()[0]
+            found = " ".join(found.split())
+            raise ConvbenchError(
+                f"{group}._target_={target} cannot be used ({found}). Check the name, and that "
+                "its package is installed or on PYTHONPATH."
+            ) from None
+        raise cause from None  # a bug in the constructor: its own traceback shows where
+    except (TypeError, ValueError) as exc:  # from a partial's completion (optimizer, scheduler)
+        raise _rejected(group, target, exc) from None
+
+
+def _rejected(group: str, target: str, cause: Exception) -> ConvbenchError:
+    reason = " ".join(str(cause).split())
+    return ConvbenchError(
+        f"{group}: {target} rejected its arguments ({type(cause).__name__}: {reason}). "
+        f"Check the {group}.* values; `convbench train --cfg job` prints them."
+    )
+
+
+def build_model(cfg: DictConfig, device: torch.device, channels_last: bool = False) -> nn.Module:
+    """The config's model on `device` (`torch.device("meta")`: shapes only, no storage)."""
+    if device.type == "meta":
+        with torch.device("meta"):  # also skips the initializers' arithmetic
+            return build("model", cfg.model)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    return build("model", cfg.model).to(device, memory_format=memory_format)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def input_shape(cfg: DictConfig) -> tuple[int, int, int, int]:
+    """(1, channels, side, side): one image as the model sees it."""
+    data = cfg.dataset
+    return (1, int(data.in_channels), int(data.image_size), int(data.image_size))
+
+
+def eval_batches(cfg: DictConfig, split, device: torch.device) -> Batches:
+    """Un-augmented, in-order batches of `split` at the evaluation batch size."""
+    data = cfg.dataset
+    return Batches(
+        split,
+        batch_size=cfg.trainer.eval_batch_size,
+        device=device,
+        mean=list(data.mean),
+        std=list(data.std),
+        image_size=data.image_size,
+        channels_last=cfg.trainer.channels_last,
+    )
+
+
+def make_batches(cfg: DictConfig, splits, device: torch.device) -> dict[str, Batches]:
+    data, trainer = cfg.dataset, cfg.trainer
+    train = Batches(
+        splits["train"],
+        batch_size=trainer.batch_size,
+        device=device,
+        mean=list(data.mean),
+        std=list(data.std),
+        image_size=data.image_size,
+        channels_last=trainer.channels_last,
+        shuffle=True,
+        augment=data.augment,
+        seed=cfg.seed,
+    )
+    return {
+        "train": train,
+        "val": eval_batches(cfg, splits["val"], device),
+        "test": eval_batches(cfg, splits["test"], device),
+    }
+
+
+def engine_options(trainer: DictConfig) -> EngineOptions:
+    """The trainer settings the engine reads, under their own names."""
+    return EngineOptions(
+        grad_clip_norm=trainer.grad_clip_norm,
+        log_every_n_steps=trainer.log_every_n_steps,
+        checkpoint_every_n_steps=trainer.checkpoint_every_n_steps,
+        nonfinite_skips=trainer.nonfinite_skips,
+        autocast_dtype=AUTOCAST_DTYPES[trainer.precision],
+        log_images=trainer.log_images,
+        histogram_every_n_epochs=trainer.histogram_every_n_epochs,
+    )
+
+
+def build_optimization(cfg: DictConfig, model: nn.Module, device: torch.device) -> Optimization:
+    optimizer = build("optimizer", cfg.optimizer, params=model.parameters())
+    return Optimization(
+        loss_fn=nn.CrossEntropyLoss(),
+        optimizer=optimizer,
+        scheduler=build("scheduler", cfg.scheduler, optimizer=optimizer),
+        scaler=torch.amp.GradScaler(device.type, enabled=cfg.trainer.precision == "fp16"),
+    )
+
+
+def hparams(cfg: DictConfig) -> dict:
+    """Scalar settings for TensorBoard's HParams view (lists shown as text)."""
+    flat = {
+        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "dataset": cfg.dataset.name,
+        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+        "seed": cfg.seed,
+    }
+    for group in ("model", "optimizer", "scheduler", "trainer"):
+        for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
+            if not key.startswith("_"):
+                flat[f"{group}.{key}"] = (
+                    value if isinstance(value, int | float | str | bool) else str(value)
+                )
+    return flat
+
+
+def plain_config(cfg: DictConfig) -> DictConfig:
+    """The resolved config as plain values (enums as strings), the same for train and resume."""
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+
+
+@dataclass(kw_only=True)
+class Run:
+    """Everything a run needs, built once from its config."""
+
+    cfg: DictConfig
+    run_dir: Path
+    device: torch.device
+    batches: dict[str, Batches]
+    model: nn.Module
+    optimization: Optimization
+    options: EngineOptions
+    writer: object  # TensorBoard SummaryWriter
+    checkpointer: Checkpointer
+    params: int
+
+    def model_for_training(self) -> nn.Module:
+        """The model, compiled when trainer.compile is set (checkpoints keep the plain one)."""
+        return torch.compile(self.model) if self.cfg.trainer.compile else self.model
+
+
+def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> Run:
+    """Data, model, optimization objects, writer and checkpointer for `cfg`.
+
+    `purge_step`: on resume, TensorBoard hides events a killed process wrote after last.pt.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    trainer = cfg.trainer
+    if trainer.num_threads:
+        torch.set_num_threads(trainer.num_threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(trainer.device)
+    splits = load_splits(cfg.dataset)
+    model = build_model(cfg, device, trainer.channels_last)
+    optimization = build_optimization(cfg, model, device)
+    writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+    checkpointer = Checkpointer(
+        run_dir / "checkpoints",
+        OmegaConf.to_container(cfg, resolve=True),
+        model,
+        optimization.optimizer,
+        optimization.scheduler,
+        optimization.scaler,
+        writer,
+    )
+    params = count_parameters(model)
+    sizes = {name: f"{len(split):,}" for name, split in splits.items()}
+    log.info(
+        "%s on %s (%s train / %s val / %s test images), %s parameters, device %s -> %s",
+        cfg.model._target_.rsplit(".", 1)[-1],
+        cfg.dataset.name,
+        *(sizes["train"], sizes["val"], sizes["test"]),
+        f"{params:,}",
+        device,
+        run_dir,
+    )
+    return Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        device=device,
+        batches=make_batches(cfg, splits, device),
+        model=model,
+        optimization=optimization,
+        options=engine_options(trainer),
+        writer=writer,
+        checkpointer=checkpointer,
+        params=params,
+    )

@@ -1,0 +1,126 @@
+"""`convbench summary OVERRIDES...`: each layer's output shape, parameters, MACs and receptive
+field for the model and dataset the overrides compose, then the totals (convbench.summary does
+the analysis; the model is built on the meta device, without weights)."""
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import typer
+
+from convbench.errors import ConvbenchError
+from convbench.tables import render_table
+
+
+def summary(
+    overrides: list[str] = typer.Argument(
+        None, help="Hydra overrides, as for train: model=mlp dataset=cifar10 dataset.image_size=64"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    config_dir: Path | None = typer.Option(
+        None, help="An extra config folder, as for train (e.g. your own model/*.yaml)."
+    ),
+) -> None:
+    """Print each layer's output shape, parameters, MACs and receptive field, then the totals.
+    The model is built on the meta device: no weights are allocated, whatever its size."""
+    result = summarize_config(overrides or [], config_dir)
+    typer.echo(json.dumps(result, indent=2) if as_json else format_summary(result))
+
+
+def compose_config(overrides: Sequence[str], extra_config_dir: str | Path | None = None):
+    """The config `convbench train [--config-dir DIR] OVERRIDES` would run, and the input shape
+    of one image; a config mistake is a `ConvbenchError`."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from convbench.build import input_shape
+    from convbench.compose import compose, describe_config_error
+
+    try:
+        cfg = compose(overrides, extra_config_dir)
+        return cfg, input_shape(cfg)  # resolves the geometry: a bad interpolation fails here
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConvbenchError(describe_config_error(exc)) from None
+    except ValueError as exc:  # --config-dir
+        raise ConvbenchError(str(exc)) from None
+
+
+def summarize_config(overrides: Sequence[str], extra_config_dir: str | Path | None = None) -> dict:
+    """`summarize` of the model and dataset that `overrides` compose, built on the meta device."""
+    import torch
+
+    from convbench.build import build_model
+    from convbench.summary import summarize
+
+    cfg, shape = compose_config(overrides, extra_config_dir)
+    model = build_model(cfg, torch.device("meta"))
+    header = {
+        "model": type(model).__name__,
+        "target": cfg.model._target_,
+        "dataset": cfg.dataset.name,
+        "overrides": list(overrides),
+    }
+    try:
+        return header | summarize(model, shape)
+    except ValueError as exc:
+        raise ConvbenchError(str(exc)) from None
+
+
+def _count(number: int) -> str:
+    """480011010 -> '480,011,010 (480.0 M)'."""
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if number >= scale:
+            return f"{number:,} ({number / scale:.1f} {unit})"
+    return f"{number:,}"
+
+
+def _bytes(number: int) -> str:
+    """1920044040 -> '1.92 GB' (decimal units, as disks and download pages count)."""
+    for scale, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
+        if number >= scale:
+            return f"{number / scale:.3g} {unit}"
+    return f"{number} B"
+
+
+def _pixels(pair: list[int] | None) -> str:
+    if pair is None:
+        return "-"
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
+def _table_lines(rows: list[dict]) -> list[str]:
+    header = ("Layer", "Type", "Output shape", "Params", "MACs", "RF", "Jump")
+    cells = [
+        (
+            row["name"],
+            row["type"],
+            str(row["output_shape"] or "-"),
+            f"{row['params']:,}",
+            f"{row['macs']:,}",
+            _pixels(row["receptive_field"]),
+            _pixels(row["jump"]),
+        )
+        for row in rows
+    ]
+    return render_table(header, cells, right=header[3:])
+
+
+def format_summary(summary: dict) -> str:
+    """The human-readable table and totals of a `summarize` / `summarize_config` result."""
+    title = summary["model"]
+    if "target" in summary:
+        title += f" ({summary['target']}) on {summary['dataset']}"
+    lines = [
+        title,
+        "",
+        *_table_lines(summary["layers"]),
+        "",
+        f"Total params:      {_count(summary['params'])} = {_bytes(summary['param_bytes'])}",
+        f"Trainable params:  {_count(summary['trainable_params'])}",
+        f"MACs:              {_count(summary['macs'])}",
+        f"Input shape:       {summary['input_shape']}",
+        "",
+        summary["mac_convention"],
+        summary["receptive_field_note"],
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""`convbench tb [DIR]`: TensorBoard on the run folders, on this machine only unless asked."""
+
+import threading
+from pathlib import Path
+
+import typer
+
+from convbench.tbserver import LOOPBACK
+
+
+def tb(
+    logdir: Path = typer.Argument(
+        Path("outputs"), metavar="DIR", help="Folder of runs (searched recursively)."
+    ),
+    port: int | None = typer.Option(
+        None, help="Port; default 6006 or the next free one after it; 0 = any free port."
+    ),
+    host: str = typer.Option(
+        LOOPBACK, help="Address to listen on; 0.0.0.0 serves the runs to the whole network."
+    ),
+) -> None:
+    """Start TensorBoard on the runs in DIR (default outputs/), print its URL, serve until
+    Ctrl-C. Listens on this machine only unless --host says otherwise."""
+    from convbench.tbserver import launch, logged_runs
+
+    url = launch(logdir, host, port)
+    typer.echo(f"TensorBoard on {logdir} ({logged_runs(logdir)} runs logged so far): {url}")
+    if host != LOOPBACK:
+        typer.echo(f"Listening on {host}: anyone who can reach this address sees the runs.")
+    typer.echo("Press Ctrl-C to stop.")
+    try:
+        threading.Event().wait()  # only a signal ends this wait; the server thread is a daemon
+    except KeyboardInterrupt:
+        typer.echo("TensorBoard stopped.")

@@ -1,0 +1,112 @@
+"""`convbench train OVERRIDES... [-m]`: a real Hydra application.
+
+The `@hydra.main` entry point runs with the user's arguments, so multirun goes through Hydra's
+own launcher and sweeper and every Hydra flag (`--cfg`, `--info`, `--config-dir`, launchers,
+sweepers) works. Hydra is told to raise instead of printing (HYDRA_FULL_ERROR), and
+configuration errors become one-paragraph `ConvbenchError`s, with the valid choices and a close
+match for a typo.
+
+A sweep runs every job; a job that fails is recorded in its folder (status.json). At the end the
+failed jobs are read back from the jobs' folders (convbench.sweeps), which works whichever
+launcher ran them, listed, and the exit code is EXIT_FAILED_JOBS.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from convbench.errors import EXIT_FAILED_JOBS, ConvbenchError
+
+log = logging.getLogger("convbench")
+
+QUIET_FLAGS = ("-q", "--quiet")
+# The exception of a single (not multirun) job, handed from the task back to `run_hydra` in the
+# same process: returned to Hydra instead, it would print its own "Error executing job" line
+# ahead of our paragraph.
+_single_run_failure: list[Exception] = []
+QUIET_OVERRIDES = ["trainer.progress=false", "++hydra.job_logging.handlers.console.level=WARNING"]
+
+
+def train(ctx: typer.Context) -> None:
+    """Train a model. Arguments are Hydra overrides: model=resnet dataset=cifar10 optimizer.lr=0.1,
+    -m for a sweep, --cfg job to print the config, --help for every group and key."""
+    raise typer.Exit(run_hydra(with_quiet_overrides(ctx.args)))
+
+
+def with_quiet_overrides(args: list[str]) -> list[str]:
+    """`-q/--quiet`: no progress bar, only warnings and errors on the console; train.log in the
+    run folder still gets every line."""
+    rest = [arg for arg in args if arg not in QUIET_FLAGS]
+    return rest + QUIET_OVERRIDES if len(rest) < len(args) else rest
+
+
+def run_hydra(overrides: list[str]) -> int:
+    """Run `convbench train OVERRIDES...`; returns the process exit code."""
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from convbench import config
+    from convbench.compose import describe_config_error
+    from convbench.paths import config_dir
+    from convbench.sweeps import SweepRecorder, failed_jobs, is_job_failure
+
+    config.register()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # we print errors ourselves, without Hydra's wording
+    sys.argv = ["convbench train", *overrides]
+    entry = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+    SweepRecorder.sweep_dirs.clear()
+    _single_run_failure.clear()
+    try:
+        entry(_task)()
+    except (HydraException, OmegaConfBaseException) as exc:  # composing failed: no job ran
+        raise ConvbenchError(describe_config_error(exc, overrides)) from None
+    except Exception as exc:
+        if not is_job_failure(exc, failed_jobs(SweepRecorder.sweep_dirs)):
+            raise  # not a job's failure: a bug around the sweep
+    if _single_run_failure:
+        raise _single_run_failure.pop()
+    failed = failed_jobs(SweepRecorder.sweep_dirs)
+    if failed:
+        typer.echo(f"{len(failed)} job(s) of the sweep failed:", err=True)
+        for job in failed:
+            error = job["error"] or "no message"
+            typer.echo(f"  job {job['num']} ({job['run_dir']}): {error}", err=True)
+        return EXIT_FAILED_JOBS
+    return 0
+
+
+def _task(cfg) -> dict:
+    """One job: train in the folder Hydra made for it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+    from omegaconf.errors import OmegaConfBaseException
+
+    from convbench.compose import describe_config_error
+    from convbench.lifecycle import train as train_run
+    from convbench.runfolder import STATUS_FILE, read_json, write_status
+    from convbench.sweeps import one_line
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        try:
+            return train_run(cfg, run_dir)
+        except (HydraException, OmegaConfBaseException) as exc:  # a value that cannot resolve
+            raise ConvbenchError(describe_config_error(exc)) from None
+    except Exception as exc:
+        recorded = read_json(run_dir / STATUS_FILE) or {}
+        if recorded.get("status") != "failed":
+            write_status(run_dir, "failed", error=str(exc))
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            _single_run_failure.append(exc)
+            return {}
+        if isinstance(exc, ConvbenchError):
+            log.error("job %s failed: %s", hydra_cfg.job.num, one_line(str(exc)))
+        else:  # a bug: its traceback goes to the job's train.log
+            log.exception("job %s failed with a bug", hydra_cfg.job.num)
+        raise

@@ -1,0 +1,121 @@
+"""Composing configs outside a run, and turning Hydra's config errors into one paragraph.
+
+`compose(overrides)` gives the config that `convbench train OVERRIDES` would run, through Hydra's
+compose API over the same conf/ folder and schema; `summary`, the tests and the benchmarks use it.
+`describe_config_error` words a Hydra or OmegaConf error as one paragraph: what is wrong, the
+valid choices or keys, a close match for a typo.
+"""
+
+import difflib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from convbench.paths import config_dir
+
+HINT = " Run `convbench train --help` to see every group, option and key."
+
+
+def search_path_override(extra_config_dir: str | Path, overrides: Sequence[str]) -> str:
+    """`--config-dir DIR` for the compose API, which has no such flag: Hydra's search path.
+
+    Raises ValueError when DIR is no folder or the overrides also set hydra.searchpath.
+    """
+    if any(override.startswith("hydra.searchpath=") for override in overrides):
+        raise ValueError(
+            "--config-dir DIR and hydra.searchpath=[...] both set the extra config folders; use "
+            "one: hydra.searchpath=[file://DIR,...] takes several."
+        )
+    folder = Path(extra_config_dir).resolve()
+    if not folder.is_dir():
+        raise ValueError(f"--config-dir {extra_config_dir}: {folder} is not a folder.")
+    quoted = str(folder).replace("'", "\\'")  # quoted: a path may hold , = or spaces
+    return f"hydra.searchpath=['file://{quoted}']"
+
+
+def compose(
+    overrides: Sequence[str] = (),
+    extra_config_dir: str | Path | None = None,
+    *,
+    with_hydra: bool = False,
+):
+    """The config `convbench train [--config-dir DIR] OVERRIDES` would run, without a run;
+    `with_hydra` keeps Hydra's own node (`hydra.sweeper.params`, `hydra.run.dir`, ...).
+
+    Hydra's and OmegaConf's exceptions propagate; `describe_config_error` words them.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from convbench import config
+
+    config.register()
+    overrides = list(overrides)
+    if extra_config_dir is not None:
+        overrides = [search_path_override(extra_config_dir, overrides), *overrides]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides, return_hydra_config=with_hydra)
+
+
+def describe_config_error(exc: BaseException, overrides: Sequence[str] = ()) -> str:
+    """One paragraph from a Hydra/OmegaConf error: what is wrong, the valid choices, a fix."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.options is not None:
+        return _unknown_option(exc) + HINT
+    cause = exc.__cause__
+    full_key = getattr(cause, "full_key", None)
+    if full_key and "not in" in str(cause):  # an unknown key (struct mode)
+        return _unknown_key(full_key, overrides) + HINT
+    if full_key:  # a wrong type or value, checked by the schema
+        return f"{full_key}: {_first_lines(cause)}." + HINT
+    return _first_lines(exc) + HINT
+
+
+def _first_lines(exc: BaseException) -> str:
+    """The message without OmegaConf's trailing full_key/object_type lines."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    keep = [
+        line
+        for line in lines
+        if line and not re.match(r"(full_key|reference_type|object_type)", line)
+    ]
+    return " ".join(keep).rstrip(".")
+
+
+def _unknown_option(exc) -> str:
+    group, _, name = (exc.missing_cfg_file or "").rpartition("/")
+    options = sorted(exc.options)
+    close = difflib.get_close_matches(name, options, n=1)
+    guess = f" Did you mean {group}={close[0]}?" if close else ""
+    return f"{group}={name} is not a known {group}: choose one of {', '.join(options)}.{guess}"
+
+
+def _unknown_key(full_key: str, overrides: Sequence[str]) -> str:
+    parent, _, name = full_key.rpartition(".")
+    others = [o for o in overrides if not o.split("=")[0].endswith(full_key)]
+    siblings = _keys_under(parent, others)
+    close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.6)
+    where = parent or "the top level"
+    message = f"{full_key} is not a config key: {where} has no key '{name}'."
+    if close:
+        message += f" Did you mean {parent + '.' if parent else ''}{close[0]}?"
+    if siblings:
+        message += f" Keys of {where}: {', '.join(siblings)}."
+    return message
+
+
+def _keys_under(parent: str, overrides: Sequence[str]) -> list[str]:
+    """The keys at `parent` in the config composed with the other overrides (best effort: the
+    overrides may hold the very mistake being described)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    group_choices = [o for o in overrides if "." not in o.split("=")[0]]
+    for attempt in (overrides, group_choices, []):
+        try:
+            node = compose(attempt)
+        except Exception:  # any failure only means fewer hints; the error itself is reported
+            continue
+        node = OmegaConf.select(node, parent) if parent else node
+        return sorted(str(k) for k in node) if isinstance(node, DictConfig) else []
+    return []

@@ -1,0 +1,179 @@
+"""A run's life: start (or resume), fit, test once on the best checkpoint, write metrics.json.
+
+status.json stays true whatever happens: "running" while it trains, then "finished", "failed"
+(with the error) or "interrupted" (a stop signal; resumable). The layout of the folder is in
+`convbench.runfolder`; the objects come from `convbench.build`; the loop is `convbench.engine`.
+"""
+
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from convbench.build import Run, build_run, hparams, plain_config
+from convbench.checkpoint import identity_differences, load_checkpoint
+from convbench.console import make_progress
+from convbench.engine import RunIO, TrainState, evaluate, fit
+from convbench.errors import CheckpointError, ConvbenchError, RunInterrupted
+from convbench.files import remove_leftovers, write_json
+from convbench.runfolder import METRICS_FILE, write_status
+from convbench.signals import StopRequest
+from convbench.visuals import log_confusion, log_graph
+
+log = logging.getLogger("convbench")
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train, validate every epoch, test once with the best weights; returns the final metrics."""
+    cfg = plain_config(cfg)
+    write_status(run_dir, "running", epochs=cfg.trainer.epochs)
+    try:
+        run = build_run(cfg, run_dir)
+        if cfg.trainer.init_from:
+            init_weights_from(run, cfg.trainer.init_from)
+    except BaseException as exc:
+        write_status(run_dir, "failed", epochs=cfg.trainer.epochs, error=str(exc))
+        raise
+    return execute(run, TrainState())
+
+
+def init_weights_from(run: Run, path: str) -> None:
+    """trainer.init_from: start from another run's weights (fresh optimizer and schedule)."""
+    payload = load_checkpoint(Path(path))
+    try:
+        run.model.load_state_dict(payload["model"])
+    except RuntimeError:
+        diffs = identity_differences(payload, run.checkpointer.config)
+        raise CheckpointError(
+            f"{path} holds weights of another model, so trainer.init_from cannot use them. "
+            f"Its config differs from this run's in: {'; '.join(diffs) or 'the layer shapes'}. "
+            "Use a checkpoint of the same model and dataset shape, or drop trainer.init_from."
+        ) from None
+    log.info("initialized the model from %s", path)
+
+
+def resume(run_dir: Path) -> dict:
+    """Continue the run in `run_dir` from checkpoints/last.pt, in the same folder."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise CheckpointError(
+            f"{run_dir} has no checkpoints/last.pt to resume from"
+            + ("" if run_dir.is_dir() else " (the folder does not exist)")
+            + ". Pass the folder of a run that saved at least one checkpoint (see `convbench runs`)."
+        )
+    remove_leftovers(last.parent)  # an interrupted save; last.pt itself is intact
+    payload = load_checkpoint(last)
+    check_belongs_to_run(run_dir, payload)
+    cfg = OmegaConf.create(payload["config"])
+    run = build_run(cfg, run_dir, purge_step=payload["state"]["step"] + 1)
+    state = run.checkpointer.restore(payload, TrainState)
+    if state.epoch >= cfg.trainer.epochs and (run_dir / METRICS_FILE).is_file():
+        raise ConvbenchError(f"{run_dir} already finished all {cfg.trainer.epochs} epochs.")
+    log.info("resuming %s at epoch %d, step %d", run_dir, state.epoch + 1, state.step)
+    return execute(run, state)
+
+
+def check_belongs_to_run(run_dir: Path, payload: dict) -> None:
+    """Refuse a last.pt that belongs to another run (copied in from elsewhere)."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return
+    run_config = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+    diffs = identity_differences(payload, run_config)
+    if diffs:
+        raise CheckpointError(
+            f"{run_dir}/checkpoints/last.pt was not written by this run: its config differs from "
+            f"the run's .hydra/config.yaml in {'; '.join(diffs)}. Resume the run the checkpoint "
+            "came from, or start a new run with trainer.init_from=<checkpoint>."
+        )
+
+
+def execute(run: Run, state: TrainState) -> dict:
+    """Fit from `state`, then test; keeps status.json true whatever happens."""
+    started = time.perf_counter() - sum(e["train_seconds"] for e in state.history)
+    epochs = run.cfg.trainer.epochs
+    write_status(run.run_dir, "running", state=state, epochs=epochs)
+    if state.step == 0 and run.cfg.trainer.log_graph:
+        log_graph(run.writer, run.model, run.batches["train"])
+    progress = make_progress(run.cfg.trainer.progress)
+    try:
+        with StopRequest() as stop:
+            io = RunIO(
+                writer=run.writer, progress=progress, checkpointer=run.checkpointer, stop=stop
+            )
+            fit(
+                run.model_for_training(),
+                run.batches,
+                run.optimization,
+                state,
+                epochs=epochs,
+                num_classes=run.cfg.dataset.num_classes,
+                options=run.options,
+                io=io,
+            )
+    except RunInterrupted as stop:
+        write_status(run.run_dir, "interrupted", state=state, epochs=epochs, error=stop.signal_name)
+        stop.run_dir = str(run.run_dir)
+        log.warning(
+            "stopped by %s at epoch %d, step %d; saved %s. Resume with: convbench resume %s",
+            *(stop.signal_name, state.epoch + 1, state.step, run.checkpointer.last, run.run_dir),
+        )
+        raise
+    except BaseException as exc:
+        write_status(run.run_dir, "failed", state=state, epochs=epochs, error=str(exc))
+        raise
+    finally:
+        progress.stop()
+        run.writer.flush()
+    return finish(run, state, time.perf_counter() - started)
+
+
+def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
+    """Test once with the best weights, write metrics.json and HParams, report."""
+    run.model.load_state_dict(load_checkpoint(run.checkpointer.best)["model"])
+    test = evaluate(
+        run.model,
+        run.batches["test"],
+        run.optimization.loss_fn,
+        num_classes=run.cfg.dataset.num_classes,
+        autocast_dtype=run.options.autocast_dtype,
+    )
+    metrics = final_metrics(state, test, run, wall_time_s)
+    if run.cfg.trainer.log_images:
+        log_confusion(run.writer, test["confusion"], list(run.cfg.dataset.classes), state.step)
+    write_json(run.run_dir / METRICS_FILE, metrics)
+    final = {"hparam/test_acc": metrics["test_acc"], "hparam/best_val_acc": metrics["best_val_acc"]}
+    run.writer.add_hparams(hparams(run.cfg), final, run_name=".")
+    run.writer.close()
+    write_status(run.run_dir, "finished", state=state, epochs=run.cfg.trainer.epochs)
+    log.info(
+        "done: test acc %.4f | best val acc %.4f (epoch %d) | %.1f s | %s img/s | %s",
+        *(metrics["test_acc"], metrics["best_val_acc"], metrics["best_epoch"]),
+        metrics["wall_time_s"],
+        f"{metrics['train_images_per_sec']:,.0f}",
+        run.run_dir,
+    )
+    return metrics
+
+
+def final_metrics(state: TrainState, test: dict, run: Run, wall_time_s: float) -> dict:
+    train_seconds = sum(epoch["train_seconds"] for epoch in state.history)
+    train_images = sum(e["train_images_per_sec"] * e["train_seconds"] for e in state.history)
+    return {
+        "status": "finished",
+        "test_acc": test["acc"],
+        "test_loss": test["loss"],
+        "best_val_acc": state.best_val_acc,
+        "best_epoch": state.best_epoch,
+        "epochs": state.epoch,
+        "steps": state.step,
+        "skipped_steps": state.skipped_steps,
+        "train_images_per_sec": train_images / train_seconds if train_seconds else 0.0,
+        "params": run.params,
+        "wall_time_s": wall_time_s,
+        "model": run.cfg.model._target_,
+        "dataset": run.cfg.dataset.name,
+        "device": str(run.device),
+        "history": state.history,
+    }
