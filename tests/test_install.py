@@ -2,13 +2,14 @@
 
 import json
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import tiny_mnist_overrides
+from helpers.cli import tiny_mnist_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,13 +22,25 @@ def _skip_generated(folder: str, names: list[str]) -> set[str]:
     return skipped
 
 
+def venv_seeing_this_environment(venv: Path) -> Path:
+    """A new virtual environment that also sees the packages of the interpreter running the
+    tests (torch & co., hatchling), so nothing is reinstalled. `--system-site-packages` would
+    see the base interpreter's instead, which inside a virtual environment (where a newcomer
+    runs the tests) has none of them. Returns the venv's python."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    ours = [*site.getsitepackages(), site.getusersitepackages()]
+    (Path(purelib) / "tests-outer-environment.pth").write_text("\n".join(ours) + "\n")
+    return python
+
+
 @pytest.mark.slow
 def test_wheel_install_trains_from_any_folder(tmp_path, mnist_root):
-    # The venv sees the already installed torch & co. (system site-packages) so the test does not
-    # reinstall gigabytes; convbench itself is installed from the checkout as a regular wheel.
+    # convbench itself is installed from the checkout as a regular wheel.
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    python = venv / "bin" / "python"
+    python = venv_seeing_this_environment(venv)
     source = tmp_path / "src"  # a copy, so the build cannot touch the checkout
     shutil.copytree(REPO, source, ignore=_skip_generated)
     install = subprocess.run(
