@@ -80,7 +80,7 @@ def build(group: str, node: DictConfig, **completion):
 
 
 def _rejected(group: str, target: str, cause: Exception) -> ConvbenchError:
-    reason = " ".join(str(cause).split())
+    reason = " ".join(str(cause).split()).rstrip(".")
     return ConvbenchError(
         f"{group}: {target} rejected its arguments ({type(cause).__name__}: {reason}). "
         f"Check the {group}.* values; `convbench train --cfg job` prints them."
@@ -197,7 +197,7 @@ class Run:
     model: nn.Module
     optimization: Optimization
     options: EngineOptions
-    writer: object  # TensorBoard SummaryWriter
+    writer: object  # convbench.eventlog.EventLog
     checkpointer: Checkpointer
     params: int
 
@@ -211,7 +211,7 @@ def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> 
 
     `purge_step`: on resume, TensorBoard hides events a killed process wrote after last.pt.
     """
-    from torch.utils.tensorboard import SummaryWriter
+    from convbench.eventlog import EventLog
 
     trainer = cfg.trainer
     if trainer.num_threads:
@@ -221,7 +221,7 @@ def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> 
     splits = load_splits(cfg.dataset)
     model = build_model(cfg, device, trainer.channels_last)
     optimization = build_optimization(cfg, model, device)
-    writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+    writer = EventLog(run_dir, purge_step=purge_step)
     checkpointer = Checkpointer(
         run_dir / "checkpoints",
         OmegaConf.to_container(cfg, resolve=True),

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from convbench.errors import CheckpointError
-from convbench.files import atomic_write
+from convbench.files import atomic_write, write_failed
 
 FORMAT = "convbench.checkpoint"
 VERSION = 1
@@ -119,16 +119,23 @@ class Checkpointer:
     def save(self, state, is_best: bool) -> None:
         self.writer.flush()
         payload = self.payload(state)
-        try:
-            save_checkpoint(payload, self.last)
-            if is_best:
-                save_checkpoint(payload, self.best)
-        except OSError as exc:
-            raise CheckpointError(
-                f"could not write a checkpoint in {self.folder} ({exc.strerror or exc}); the "
-                "previous checkpoints there are intact. Free some space (or fix the permissions), "
-                "then continue with `convbench resume` on the run folder."
-            ) from None
+        for path in (self.last, self.best) if is_best else (self.last,):
+            try:
+                save_checkpoint(payload, path)
+            except OSError as exc:
+                raise self._write_failed(path, exc) from None
+
+    def _write_failed(self, path: Path, exc: OSError):
+        if not self.last.is_file():
+            kept = "No checkpoint had been saved yet, and nothing half-written is left."
+            advice = "Free some space, or fix the folder, then start the run again."
+            return write_failed("the checkpoint", path, exc, kept, advice)
+        saved = load_checkpoint(self.last)["state"]
+        kept = (
+            f"The previous checkpoints are intact (last.pt at epoch {saved['epoch']}, step "
+            f"{saved['step']}), and nothing half-written is left."
+        )
+        return write_failed("the checkpoint", path, exc, kept)
 
     def restore(self, payload: dict[str, Any], state_type):
         """Load every saved state back into the live objects; returns the `state_type`

@@ -6,6 +6,7 @@ application. Heavy imports (torch, Hydra) happen inside the commands, which keep
 --help` fast. `main` applies the error policy of convbench.errors.
 """
 
+import logging
 import sys
 import traceback
 
@@ -52,6 +53,9 @@ def _root(
 
 def main() -> None:
     """Console-script entry point, applying the error policy of convbench.errors."""
+    # A log line that cannot be written (train.log on a full disk) is dropped, not answered with
+    # logging's own traceback on stderr; the write failure itself is reported as one paragraph.
+    logging.raiseExceptions = False
     try:
         # The name users type, also under `python -m convbench`: usage lines and the shell
         # completion script (its function and _CONVBENCH_COMPLETE variable) are made from it.

@@ -16,6 +16,11 @@ from convbench.paths import config_dir
 HINT = " Run `convbench train --help` to see every group, option and key."
 
 
+def quoted(value: str) -> str:
+    """A value for Hydra's override grammar, single-quoted: a path may hold , = or spaces."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
 def search_path_override(extra_config_dir: str | Path, overrides: Sequence[str]) -> str:
     """`--config-dir DIR` for the compose API, which has no such flag: Hydra's search path.
 
@@ -29,8 +34,7 @@ def search_path_override(extra_config_dir: str | Path, overrides: Sequence[str])
     folder = Path(extra_config_dir).resolve()
     if not folder.is_dir():
         raise ValueError(f"--config-dir {extra_config_dir}: {folder} is not a folder.")
-    quoted = str(folder).replace("'", "\\'")  # quoted: a path may hold , = or spaces
-    return f"hydra.searchpath=['file://{quoted}']"
+    return f"hydra.searchpath=[{quoted('file://' + str(folder))}]"
 
 
 def compose(

@@ -34,9 +34,52 @@ class DataFormat(StrEnum):
     cifar = "cifar"  # CIFAR-10 python pickle batches
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The values a numeric setting accepts; `check_ranges` enforces them after composing.
+
+    `low`/`high` are inclusive bounds (`low_open`: `low` itself excluded). `off` says what 0
+    means where 0 turns a feature off. `each`: the bounds apply to every item of a list. None is
+    allowed wherever the field is Optional.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    off: str = ""
+    each: bool = False
+
+    def admits(self, value) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self) -> str:
+        bounds = []
+        if self.low is not None:
+            bounds.append(f"{'>' if self.low_open else '>='} {_number(self.low)}")
+        if self.high is not None:
+            bounds.append(f"<= {_number(self.high)}")
+        text = " and ".join(bounds) + (" (every item)" if self.each else "")
+        return f"{text}; 0 means {self.off}" if self.off else text
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) and abs(value) >= 10_000 else str(value)
+
+
+def limits(**bounds) -> dict:
+    """Field metadata: the value must lie within `Limits(**bounds)`."""
+    return {"limits": Limits(**bounds)}
+
+
+SEED_LIMITS = {"low": -(2**63), "high": 2**63 - 1}  # what torch.manual_seed accepts
+
+
 @dataclass
 class AugmentConfig:
-    crop_padding: int = 0  # random crop after zero-padding by this many pixels; 0 = off
+    # random crop after zero-padding by this many pixels; 0 = off
+    crop_padding: int = field(default=0, metadata=limits(low=0, off="no crop"))
     flip: bool = False  # random horizontal flip
 
 
@@ -46,41 +89,54 @@ class DatasetConfig:
     format: DataFormat = MISSING
     torchvision_name: str = MISSING  # folder under data_dir and torchvision.datasets class
     system_dirs: list[str] = field(default_factory=list)  # OS packages holding the files
-    num_classes: int = MISSING
-    in_channels: int = MISSING
-    native_size: int = MISSING  # side of the stored images
-    image_size: int = MISSING  # side the model sees; batches are resized when it differs
+    num_classes: int = field(default=MISSING, metadata=limits(low=2))
+    in_channels: int = field(default=MISSING, metadata=limits(low=1))
+    native_size: int = field(default=MISSING, metadata=limits(low=1))  # side of the stored images
+    # side the model sees; batches are resized when it differs (each model has its own minimum)
+    image_size: int = field(default=MISSING, metadata=limits(low=1, high=4096))
     mean: list[float] = MISSING
-    std: list[float] = MISSING
+    std: list[float] = field(default=MISSING, metadata=limits(low=0, low_open=True, each=True))
     classes: list[str] = field(default_factory=list)
     root: Optional[str] = None  # an explicit folder; nothing else is searched
     data_dir: str = "${oc.env:CONVBENCH_DATA_DIR,data}"  # torchvision layout, downloads land here
     download: bool = True
-    val_size: int = 5000  # carved from the training set with split_seed
-    split_seed: int = 0
-    train_limit: Optional[int] = None  # use only N training images
+    val_size: int = field(
+        default=5000, metadata=limits(low=0)
+    )  # carved from the training set with split_seed
+    split_seed: int = field(default=0, metadata=limits(**SEED_LIMITS))
+    train_limit: Optional[int] = field(
+        default=None, metadata=limits(low=1)
+    )  # use only N training images
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = MISSING
-    batch_size: int = MISSING
-    eval_batch_size: int = MISSING
+    epochs: int = field(default=MISSING, metadata=limits(low=1))
+    batch_size: int = field(default=MISSING, metadata=limits(low=1))
+    eval_batch_size: int = field(default=MISSING, metadata=limits(low=1))
     device: Device = MISSING
     precision: Precision = MISSING
     channels_last: bool = MISSING
     compile: bool = MISSING
-    grad_clip_norm: Optional[float] = None
-    log_every_n_steps: int = MISSING
-    checkpoint_every_n_steps: int = MISSING
-    nonfinite_skips: int = MISSING
+    grad_clip_norm: Optional[float] = field(default=None, metadata=limits(low=0, off="no clipping"))
+    log_every_n_steps: int = field(
+        default=MISSING, metadata=limits(low=0, off="no step points, no step syncs")
+    )
+    checkpoint_every_n_steps: int = field(
+        default=MISSING, metadata=limits(low=0, off="at epoch ends only")
+    )
+    nonfinite_skips: int = field(default=MISSING, metadata=limits(low=0, off="stop at the first"))
     init_from: Optional[str] = None
     log_images: bool = MISSING
-    histogram_every_n_epochs: int = MISSING
+    histogram_every_n_epochs: int = field(
+        default=MISSING, metadata=limits(low=0, off="no histograms")
+    )
     log_graph: bool = MISSING
     progress: Optional[bool] = None  # None: a bar only on a terminal
-    num_threads: Optional[int] = None
+    num_threads: Optional[int] = field(
+        default=None, metadata=limits(low=1, high=1024)
+    )  # None: torch's default
 
 
 @dataclass
@@ -90,7 +146,48 @@ class Config:
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     trainer: TrainerConfig = MISSING
-    seed: int = 0
+    seed: int = field(default=0, metadata=limits(**SEED_LIMITS))
+
+
+def limited_settings(schema=Config, prefix: str = "") -> dict[str, tuple[Limits, bool]]:
+    """Every setting of the schema with limits: dotted key -> (limits, whether None is allowed)."""
+    import dataclasses
+    import typing
+
+    found = {}
+    hints = typing.get_type_hints(schema)
+    for item in dataclasses.fields(schema):
+        key, hint = f"{prefix}{item.name}", hints[item.name]
+        if dataclasses.is_dataclass(hint):
+            found |= limited_settings(hint, f"{key}.")
+        elif "limits" in item.metadata:
+            optional = type(None) in typing.get_args(hint)
+            found[key] = (item.metadata["limits"], optional)
+    return found
+
+
+def check_ranges(cfg) -> None:
+    """Raise ValueError naming the first setting of `cfg` outside its limits, its value and the
+    range it accepts."""
+    for key, (limits, optional) in limited_settings().items():
+        value = OmegaConf.select(cfg, key)
+        if value is None and optional:
+            continue
+        values = list(value) if limits.each else [value]
+        if all(limits.admits(item) for item in values):
+            continue
+        shown = f"[{', '.join(map(str, values))}]" if limits.each else str(value)
+        raise ValueError(
+            f"{key}={shown} is out of range: it must be {limits.describe()}"
+            + ("; null (the default) is also allowed." if optional else ".")
+        )
+    data = cfg.dataset
+    for key in ("mean", "std"):
+        if len(data[key]) != data.in_channels:
+            raise ValueError(
+                f"dataset.{key} has {len(data[key])} values but dataset.in_channels="
+                f"{data.in_channels}: give one value per channel."
+            )
 
 
 def register() -> None:

@@ -55,7 +55,7 @@ class RunIO:
     """What the loop reports to and hears from the world outside it. One object, so that a
     distributed run can give the real ones to one rank and silent ones to the others."""
 
-    writer: Any  # TensorBoard SummaryWriter
+    writer: Any  # TensorBoard: convbench.eventlog.EventLog (or a SummaryWriter)
     progress: Any  # convbench.console.BarProgress or NoProgress
     checkpointer: Any  # convbench.checkpoint.Checkpointer
     stop: Any  # convbench.signals.StopRequest: `.requested` is a signal name or None

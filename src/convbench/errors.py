@@ -16,7 +16,9 @@ name. Only the layer that knows what the user typed (convbench.build for constru
 commands for their arguments) turns a `ValueError` into a `ConvbenchError`.
 
 Exit codes: 0 success; 1 a sweep with failed jobs, or a bug; 2 bad input; 3 interrupted by a
-signal after saving last.pt (resume it); 4 the loss became NaN/inf.
+signal after saving last.pt (resume it); 4 the loss became NaN/inf; 5 the operating system
+refused a write (a full disk, a file-size limit, a read-only folder, an I/O error): the previous
+checkpoints are intact, resume once the disk is fixed.
 """
 
 EXIT_FAILED_JOBS = 1
@@ -24,6 +26,7 @@ EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 3
 EXIT_NONFINITE = 4
+EXIT_WRITE_FAILED = 5
 
 BUG_REPORT = (
     "This is a bug, in convbench or in code it ran for you (your own model class, say), not a "
@@ -50,6 +53,26 @@ class NonFiniteLoss(ConvbenchError):
     """The loss became NaN or infinite; the run stopped without saving the diverged weights."""
 
     exit_code = EXIT_NONFINITE
+
+
+class WriteFailed(ConvbenchError):
+    """The operating system refused a write of the run's files; what was written before is
+    intact."""
+
+    exit_code = EXIT_WRITE_FAILED
+
+
+class RunInUse(ConvbenchError):
+    """Another process holds the run folder's lock: it is training or resuming that run."""
+
+    @classmethod
+    def held_by(cls, run_dir, pid: str, host: str) -> "RunInUse":
+        return cls(
+            f"{run_dir} is in use: process {pid} on host {host} is training it. Two processes "
+            "on one run would write the same checkpoints and TensorBoard curves, so this one "
+            f"stops. Wait for it to end, or stop it (kill {pid} on {host}: it saves last.pt and "
+            "exits 3), then run `convbench resume` again."
+        )
 
 
 class RunInterrupted(BaseException):

@@ -5,6 +5,7 @@ status.json stays true whatever happens: "running" while it trains, then "finish
 `convbench.runfolder`; the objects come from `convbench.build`; the loop is `convbench.engine`.
 """
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -15,9 +16,9 @@ from convbench.build import Run, build_run, hparams, plain_config
 from convbench.checkpoint import identity_differences, load_checkpoint
 from convbench.console import make_progress
 from convbench.engine import RunIO, TrainState, evaluate, fit
-from convbench.errors import CheckpointError, ConvbenchError, RunInterrupted
-from convbench.files import remove_leftovers, write_json
-from convbench.runfolder import METRICS_FILE, write_status
+from convbench.errors import CheckpointError, RunInterrupted, WriteFailed
+from convbench.files import remove_leftovers, write_failed, write_json
+from convbench.runfolder import METRICS_FILE, RunLock, read_json, record_status, write_status
 from convbench.signals import StopRequest
 from convbench.visuals import log_confusion, log_graph
 
@@ -25,17 +26,21 @@ log = logging.getLogger("convbench")
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train, validate every epoch, test once with the best weights; returns the final metrics."""
+    """Train, validate every epoch, test once with the best weights; returns the final metrics.
+
+    The process holds the run folder's lock (convbench.runfolder.RunLock) throughout.
+    """
     cfg = plain_config(cfg)
-    write_status(run_dir, "running", epochs=cfg.trainer.epochs)
-    try:
-        run = build_run(cfg, run_dir)
-        if cfg.trainer.init_from:
-            init_weights_from(run, cfg.trainer.init_from)
-    except BaseException as exc:
-        write_status(run_dir, "failed", epochs=cfg.trainer.epochs, error=str(exc))
-        raise
-    return execute(run, TrainState())
+    with RunLock(run_dir):
+        write_status(run_dir, "running", epochs=cfg.trainer.epochs)
+        try:
+            run = build_run(cfg, run_dir)
+            if cfg.trainer.init_from:
+                init_weights_from(run, cfg.trainer.init_from)
+        except BaseException as exc:
+            record_status(run_dir, "failed", epochs=cfg.trainer.epochs, error=str(exc))
+            raise
+        return execute(run, TrainState())
 
 
 def init_weights_from(run: Run, path: str) -> None:
@@ -53,8 +58,21 @@ def init_weights_from(run: Run, path: str) -> None:
     log.info("initialized the model from %s", path)
 
 
+def finished_metrics(run_dir: Path, payload: dict | None = None) -> dict | None:
+    """The metrics of a run that finished (its metrics.json, and a last.pt of this run at its
+    final epoch), else None. Reads only."""
+    payload = payload or load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    check_belongs_to_run(run_dir, payload)
+    metrics = read_json(run_dir / METRICS_FILE)
+    if metrics is None:
+        return None
+    done = payload["state"]["epoch"] >= payload["config"]["trainer"]["epochs"]
+    return metrics if done else None
+
+
 def resume(run_dir: Path) -> dict:
-    """Continue the run in `run_dir` from checkpoints/last.pt, in the same folder."""
+    """Continue the run in `run_dir` from checkpoints/last.pt, in the same folder, holding its
+    lock. A run that already finished is left untouched; its metrics are returned."""
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
         raise CheckpointError(
@@ -62,16 +80,17 @@ def resume(run_dir: Path) -> dict:
             + ("" if run_dir.is_dir() else " (the folder does not exist)")
             + ". Pass the folder of a run that saved at least one checkpoint (see `convbench runs`)."
         )
-    remove_leftovers(last.parent)  # an interrupted save; last.pt itself is intact
-    payload = load_checkpoint(last)
-    check_belongs_to_run(run_dir, payload)
-    cfg = OmegaConf.create(payload["config"])
-    run = build_run(cfg, run_dir, purge_step=payload["state"]["step"] + 1)
-    state = run.checkpointer.restore(payload, TrainState)
-    if state.epoch >= cfg.trainer.epochs and (run_dir / METRICS_FILE).is_file():
-        raise ConvbenchError(f"{run_dir} already finished all {cfg.trainer.epochs} epochs.")
-    log.info("resuming %s at epoch %d, step %d", run_dir, state.epoch + 1, state.step)
-    return execute(run, state)
+    with RunLock(run_dir):
+        payload = load_checkpoint(last)
+        finished = finished_metrics(run_dir, payload)
+        if finished is not None:  # finished while this process waited for the lock
+            return finished
+        remove_leftovers(last.parent)  # an interrupted save; last.pt itself is intact
+        cfg = OmegaConf.create(payload["config"])
+        run = build_run(cfg, run_dir, purge_step=payload["state"]["step"] + 1)
+        state = run.checkpointer.restore(payload, TrainState)
+        log.info("resuming %s at epoch %d, step %d", run_dir, state.epoch + 1, state.step)
+        return execute(run, state)
 
 
 def check_belongs_to_run(run_dir: Path, payload: dict) -> None:
@@ -98,22 +117,28 @@ def execute(run: Run, state: TrainState) -> dict:
         log_graph(run.writer, run.model, run.batches["train"])
     progress = make_progress(run.cfg.trainer.progress)
     try:
-        with StopRequest() as stop:
-            io = RunIO(
-                writer=run.writer, progress=progress, checkpointer=run.checkpointer, stop=stop
-            )
-            fit(
-                run.model_for_training(),
-                run.batches,
-                run.optimization,
-                state,
-                epochs=epochs,
-                num_classes=run.cfg.dataset.num_classes,
-                options=run.options,
-                io=io,
-            )
+        try:
+            with StopRequest() as stop:
+                io = RunIO(
+                    writer=run.writer, progress=progress, checkpointer=run.checkpointer, stop=stop
+                )
+                fit(
+                    run.model_for_training(),
+                    run.batches,
+                    run.optimization,
+                    state,
+                    epochs=epochs,
+                    num_classes=run.cfg.dataset.num_classes,
+                    options=run.options,
+                    io=io,
+                )
+        finally:
+            progress.stop()
+        return finish(run, state, time.perf_counter() - started)
     except RunInterrupted as stop:
-        write_status(run.run_dir, "interrupted", state=state, epochs=epochs, error=stop.signal_name)
+        record_status(
+            run.run_dir, "interrupted", state=state, epochs=epochs, error=stop.signal_name
+        )
         stop.run_dir = str(run.run_dir)
         log.warning(
             "stopped by %s at epoch %d, step %d; saved %s. Resume with: convbench resume %s",
@@ -121,12 +146,11 @@ def execute(run: Run, state: TrainState) -> dict:
         )
         raise
     except BaseException as exc:
-        write_status(run.run_dir, "failed", state=state, epochs=epochs, error=str(exc))
+        record_status(run.run_dir, "failed", state=state, epochs=epochs, error=str(exc))
         raise
     finally:
-        progress.stop()
-        run.writer.flush()
-    return finish(run, state, time.perf_counter() - started)
+        with contextlib.suppress(WriteFailed):  # reported already, if it matters
+            run.writer.flush()
 
 
 def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
@@ -142,7 +166,11 @@ def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
     metrics = final_metrics(state, test, run, wall_time_s)
     if run.cfg.trainer.log_images:
         log_confusion(run.writer, test["confusion"], list(run.cfg.dataset.classes), state.step)
-    write_json(run.run_dir / METRICS_FILE, metrics)
+    try:
+        write_json(run.run_dir / METRICS_FILE, metrics)
+    except OSError as exc:
+        kept = "The checkpoints are intact, and a resume tests best.pt again and writes the file."
+        raise write_failed("the final metrics", run.run_dir / METRICS_FILE, exc, kept) from None
     final = {"hparam/test_acc": metrics["test_acc"], "hparam/best_val_acc": metrics["best_val_acc"]}
     run.writer.add_hparams(hparams(run.cfg), final, run_name=".")
     run.writer.close()

@@ -8,6 +8,7 @@ A run folder (Hydra makes it for `train`; `resume` reuses it):
     events.out.tfevents.*                            TensorBoard
     checkpoints/last.pt, best.pt                     see convbench.checkpoint
     metrics.json                                     the final metrics, once the run finished
+    .convbench.lock                                  locked while a process trains the run
 
 status.json: {"status": "running" | "finished" | "failed" | "interrupted", "updated": ISO time,
 "epoch": int, "step": int, "epochs": int, "best_val_acc": float | null, "error": str | null,
@@ -18,22 +19,29 @@ Everything here reads files only (no torch), so listing runs is fast. Whatever a
 process's memory.
 """
 
+import contextlib
+import errno
+import fcntl
 import json
+import logging
 import os
 import socket
 from datetime import datetime
 from pathlib import Path
 
-from convbench.files import write_json
+from convbench.files import write_failed, write_json
+
+log = logging.getLogger("convbench")
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINTS = "checkpoints"
 HYDRA_FOLDER = ".hydra"
+LOCK_FILE = ".convbench.lock"
 
 
 def write_status(run_dir: Path, status: str, *, state=None, epochs: int = 0, error=None) -> None:
-    """Atomically replace `run_dir/status.json`."""
+    """Atomically replace `run_dir/status.json`; `WriteFailed` when the OS refuses."""
     best = getattr(state, "best_val_acc", None)
     record = {
         "status": status,
@@ -46,7 +54,22 @@ def write_status(run_dir: Path, status: str, *, state=None, epochs: int = 0, err
         "pid": os.getpid(),
         "host": socket.gethostname(),  # a pid means something only on its own machine
     }
-    write_json(run_dir / STATUS_FILE, record)
+    try:
+        write_json(run_dir / STATUS_FILE, record)
+    except OSError as exc:
+        kept = "Nothing else was written."
+        raise write_failed("the status file", run_dir / STATUS_FILE, exc, kept) from None
+
+
+def record_status(run_dir: Path, status: str, **details) -> None:
+    """`write_status` on the way out of a failed run: the error being reported matters more than
+    the status file, so a refused write is only logged."""
+    from convbench.errors import WriteFailed
+
+    try:
+        write_status(run_dir, status, **details)
+    except WriteFailed as exc:
+        log.warning("status.json could not say %s: %s", status, exc)
 
 
 def read_json(path: Path) -> dict | None:
@@ -175,3 +198,45 @@ def list_runs(root: Path) -> list[dict]:
         raise FileNotFoundError(root)
     rows = [read_run(run_dir, root) for run_dir in find_run_dirs(root)]
     return sorted(rows, key=lambda row: (row["started"], row["run"]))
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held while a process trains or resumes the run.
+
+    `flock` on RUN/.convbench.lock: the kernel releases it when the process ends, however it
+    ends, so a SIGKILL leaves no stale lock, and Linux's NFS client turns it into a POSIX lock
+    that other machines see. The file keeps the holder's pid and host for the message a second
+    process gets; it stays in the folder after the run (deleting it would race a new holder).
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        from convbench.errors import RunInUse
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            advice = "Free some space, or fix the folder, then try again."
+            raise write_failed("the run's lock file", self.path, exc, "", advice) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").split()
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            pid, host = [*holder, "?", "?"][:2]
+            raise RunInUse.held_by(self.path.parent, pid, host) from None
+        self._fd = fd
+        with contextlib.suppress(OSError):  # the lock holds even if the note cannot be written
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None

@@ -3,27 +3,20 @@
 What a sweep needs to know about its jobs afterwards is read from the jobs' folders
 (status.json), never from process memory: launchers run jobs in other processes and on other
 machines. The only thing the launching process keeps is where the sweep writes, noted by
-`SweepRecorder`, a Hydra callback (conf/config.yaml, `hydra.callbacks`).
+convbench.hydra_callback.
 """
 
 from pathlib import Path
 
-from hydra.experimental.callback import Callback
-
-from convbench.runfolder import HYDRA_FOLDER, STATUS_FILE, find_run_dirs, read_json, read_yaml
-
-
-class SweepRecorder(Callback):
-    """Notes the folder of every sweep this process launches.
-
-    `on_multirun_start` runs in the launching process, whatever the launcher, with the sweep's
-    own config object, so the folder noted is the one the jobs get.
-    """
-
-    sweep_dirs: list[Path] = []  # noqa: RUF012 - shared by Hydra's instance and the caller
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        SweepRecorder.sweep_dirs.append(Path(str(config.hydra.sweep.dir)))
+from convbench.compose import quoted
+from convbench.runfolder import (
+    HYDRA_FOLDER,
+    STATUS_FILE,
+    find_run_dirs,
+    read_json,
+    read_yaml,
+    run_status,
+)
 
 
 def one_line(text: str) -> str:
@@ -52,3 +45,47 @@ def is_job_failure(exc: BaseException, failed: list[dict]) -> bool:
     """Whether `exc` is one of the failed jobs' exceptions, re-raised by Hydra's sweeper after
     the jobs ran (its message is the one the job recorded)."""
     return any(one_line(str(exc)) == job["error"] for job in failed)
+
+
+SWEEP_FILE = "multirun.yaml"  # Hydra writes it in every sweep's folder
+
+
+def is_sweep_dir(folder: Path) -> bool:
+    return (folder / SWEEP_FILE).is_file()
+
+
+def relaunch_arguments(sweep_dir: Path) -> list[str]:
+    """`convbench train` arguments that run the sweep of `sweep_dir` again, into the same folder:
+    its recorded overrides (from multirun.yaml) and the config folder it was given."""
+    recorded = read_yaml(sweep_dir / SWEEP_FILE) or {}
+    hydra = recorded.get("hydra") or {}
+    overrides = hydra.get("overrides") or {}
+    keep = [
+        override
+        for override in overrides.get("hydra") or []
+        if not override.split("=", 1)[0].lstrip("+").startswith(("hydra.mode", "hydra.sweep.dir"))
+    ]
+    extra_dirs = []
+    for source in (hydra.get("runtime") or {}).get("config_sources") or []:
+        if source.get("provider") == "command-line" and source.get("schema") == "file":
+            extra_dirs += ["--config-dir", source["path"]]
+    sweep = f"hydra.sweep.dir={quoted(str(sweep_dir.resolve()))}"
+    return [*extra_dirs, "-m", *keep, sweep, *(overrides.get("task") or [])]
+
+
+def job_outcomes(sweep_dir: Path) -> list[dict]:
+    """{num, run_dir, status, test_acc, error} of every job folder of the sweep, in job order."""
+    jobs = []
+    for run_dir in find_run_dirs(sweep_dir):
+        status = read_json(run_dir / STATUS_FILE) or {}
+        metrics = read_json(run_dir / "metrics.json") or {}
+        jobs.append(
+            {
+                "num": job_number(run_dir),
+                "run_dir": run_dir,
+                "status": run_status(status or None, metrics or None),
+                "test_acc": metrics.get("test_acc"),
+                "error": one_line(status.get("error") or ""),
+            }
+        )
+    return sorted(jobs, key=lambda job: (str(job["num"]).zfill(9), str(job["run_dir"])))

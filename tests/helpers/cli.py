@@ -33,8 +33,9 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env_extra=None):
     )
 
 
-def start(*args: str, cwd: Path, env_extra=None) -> subprocess.Popen:
-    """Start `convbench ARGS` in the background (to signal or kill it)."""
+def start(*args: str, cwd: Path, env_extra=None, **popen) -> subprocess.Popen:
+    """Start `convbench ARGS` in the background (to signal or kill it); `popen` goes to Popen
+    (preexec_fn, start_new_session)."""
     return subprocess.Popen(
         [sys.executable, "-m", "convbench", *args],
         cwd=cwd,
@@ -42,6 +43,7 @@ def start(*args: str, cwd: Path, env_extra=None) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        **popen,
     )
 
 
@@ -50,6 +52,15 @@ def finish(proc: subprocess.Popen, expected: int = 0) -> str:
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == expected, f"rc={proc.returncode}\n{out}\n{err}"
     return out + err
+
+
+def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    """Poll `condition()` while `proc` runs."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the process ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"not {what} within {timeout} s"
+        time.sleep(0.01)
 
 
 def wait_for_new_checkpoint(last: Path, proc: subprocess.Popen, after: float) -> None:

@@ -1,4 +1,4 @@
-"""`convbench resume RUN_DIR`: continue a stopped run in its own folder."""
+"""`convbench resume RUN_DIR | SWEEP_DIR`: continue a stopped run, or a whole sweep, in place."""
 
 from pathlib import Path
 
@@ -7,14 +7,55 @@ import typer
 
 def resume(
     run_dir: str = typer.Argument(
-        ..., help="The run folder, e.g. outputs/2026-01-31/12-00-00-ab12cd"
+        ...,
+        metavar="RUN_DIR|SWEEP_DIR",
+        help="A run folder (outputs/2026-01-31/12-00-00-ab12cd) or a sweep folder "
+        "(outputs/multirun/...).",
     ),
 ) -> None:
     """Continue a stopped run in its own folder from checkpoints/last.pt: same data order, same
-    random state, TensorBoard curves continuing. Needs nothing but the run folder."""
-    from convbench.console import log_to_run_folder
-    from convbench.lifecycle import resume as resume_run
+    random state, TensorBoard curves continuing. Needs nothing but the run folder. A run that
+    already finished is left as it is (exit 0), so requeue scripts can always call resume.
+    Given a sweep's folder, finishes the sweep: finished jobs are skipped, stopped ones continue
+    from their last.pt, jobs that never started are launched with their recorded overrides."""
+    from convbench.sweeps import is_sweep_dir
 
     folder = Path(run_dir)
+    if is_sweep_dir(folder):
+        raise typer.Exit(resume_sweep(folder))
+    resume_run(folder)
+
+
+def resume_run(folder: Path) -> None:
+    from convbench.console import log_to_run_folder
+    from convbench.lifecycle import finished_metrics
+    from convbench.lifecycle import resume as resume_in_place
+
+    if (folder / "checkpoints" / "last.pt").is_file():
+        finished = finished_metrics(folder)
+        if finished is not None:  # nothing to do; nothing written, not even to train.log
+            epochs, accuracy = finished.get("epochs", "?"), finished.get("test_acc", float("nan"))
+            typer.echo(
+                f"{folder} already finished all {epochs} epochs (test acc {accuracy:.4f}); "
+                "nothing to do."
+            )
+            return
     with log_to_run_folder(folder):
-        resume_run(folder)
+        resume_in_place(folder)
+
+
+def resume_sweep(sweep_dir: Path) -> int:
+    """Run the sweep again into its folder (the sweeper skips finished jobs, each job continues
+    from its checkpoint), then list every job's outcome. Returns the exit code."""
+    from convbench.commands.train import run_hydra
+    from convbench.sweeps import job_outcomes, relaunch_arguments
+
+    before = {str(job["run_dir"]): job["status"] for job in job_outcomes(sweep_dir)}
+    code = run_hydra(relaunch_arguments(sweep_dir))
+    typer.echo(f"Sweep {sweep_dir}:")
+    for job in job_outcomes(sweep_dir):
+        was = before.get(str(job["run_dir"]))
+        done = {"finished": "skipped: finished before", None: "started"}.get(was, "resumed")
+        accuracy = "" if job["test_acc"] is None else f" test acc {job['test_acc']:.4f}"
+        typer.echo(f"  job {job['num']}: {job['status']} ({done}){accuracy}  {job['run_dir'].name}")
+    return code

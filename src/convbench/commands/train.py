@@ -51,25 +51,34 @@ def run_hydra(overrides: list[str]) -> int:
 
     from convbench import config
     from convbench.compose import describe_config_error
+    from convbench.files import write_failed
+    from convbench.hydra_callback import ConfigRejected, ConvbenchCallback
     from convbench.paths import config_dir
-    from convbench.sweeps import SweepRecorder, failed_jobs, is_job_failure
+    from convbench.sweeps import failed_jobs, is_job_failure
 
     config.register()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # we print errors ourselves, without Hydra's wording
     sys.argv = ["convbench train", *overrides]
     entry = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
-    SweepRecorder.sweep_dirs.clear()
+    ConvbenchCallback.sweep_dirs.clear()
     _single_run_failure.clear()
     try:
         entry(_task)()
+    except ConfigRejected as rejected:  # by the preflight checks, before any run folder
+        raise rejected.error from None
     except (HydraException, OmegaConfBaseException) as exc:  # composing failed: no job ran
         raise ConvbenchError(describe_config_error(exc, overrides)) from None
+    except OSError as exc:  # Hydra could not write a run folder's .hydra/ or train.log
+        where = Path(exc.filename or "outputs")
+        raise write_failed(
+            "the run folder's files, at", where, exc, "Nothing was trained."
+        ) from None
     except Exception as exc:
-        if not is_job_failure(exc, failed_jobs(SweepRecorder.sweep_dirs)):
+        if not is_job_failure(exc, failed_jobs(ConvbenchCallback.sweep_dirs)):
             raise  # not a job's failure: a bug around the sweep
     if _single_run_failure:
         raise _single_run_failure.pop()
-    failed = failed_jobs(SweepRecorder.sweep_dirs)
+    failed = failed_jobs(ConvbenchCallback.sweep_dirs)
     if failed:
         typer.echo(f"{len(failed)} job(s) of the sweep failed:", err=True)
         for job in failed:
@@ -80,33 +89,62 @@ def run_hydra(overrides: list[str]) -> int:
 
 
 def _task(cfg) -> dict:
-    """One job: train in the folder Hydra made for it."""
+    """One job: train in the folder Hydra made for it; a sweep's job that already has a
+    checkpoint there continues from it (a sweep run again into its own folder)."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.errors import HydraException
     from hydra.types import RunMode
-    from omegaconf.errors import OmegaConfBaseException
 
-    from convbench.compose import describe_config_error
-    from convbench.lifecycle import train as train_run
-    from convbench.runfolder import STATUS_FILE, read_json, write_status
-    from convbench.sweeps import one_line
+    from convbench.errors import RunInterrupted, RunInUse
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        try:
-            return train_run(cfg, run_dir)
-        except (HydraException, OmegaConfBaseException) as exc:  # a value that cannot resolve
-            raise ConvbenchError(describe_config_error(exc)) from None
+        return _run_job(cfg, run_dir, sweeping)
+    except RunInterrupted as stop:
+        if sweeping:  # the whole sweep is what to resume
+            stop.run_dir = str(Path(hydra_cfg.sweep.dir).resolve())
+        raise
     except Exception as exc:
-        recorded = read_json(run_dir / STATUS_FILE) or {}
-        if recorded.get("status") != "failed":
-            write_status(run_dir, "failed", error=str(exc))
-        if hydra_cfg.mode != RunMode.MULTIRUN:
+        if not isinstance(exc, RunInUse):  # the holder's status.json is not ours to write
+            _record_failure(run_dir, exc)
+        if not sweeping:
             _single_run_failure.append(exc)
             return {}
-        if isinstance(exc, ConvbenchError):
-            log.error("job %s failed: %s", hydra_cfg.job.num, one_line(str(exc)))
-        else:  # a bug: its traceback goes to the job's train.log
-            log.exception("job %s failed with a bug", hydra_cfg.job.num)
+        _log_job_failure(hydra_cfg.job.num, exc)
         raise
+
+
+def _run_job(cfg, run_dir: Path, sweeping: bool) -> dict:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from convbench.compose import describe_config_error
+    from convbench.lifecycle import resume as resume_run
+    from convbench.lifecycle import train as train_run
+    from convbench.preflight import preflight
+
+    try:
+        if sweeping:  # a single run was checked before its folder was made
+            preflight(cfg)
+            if (run_dir / "checkpoints" / "last.pt").is_file():
+                return resume_run(run_dir)
+        return train_run(cfg, run_dir)
+    except (HydraException, OmegaConfBaseException) as exc:  # a value that cannot resolve
+        raise ConvbenchError(describe_config_error(exc)) from None
+
+
+def _record_failure(run_dir: Path, exc: Exception) -> None:
+    from convbench.runfolder import STATUS_FILE, read_json, record_status
+
+    if (read_json(run_dir / STATUS_FILE) or {}).get("status") != "failed":
+        record_status(run_dir, "failed", error=str(exc))
+
+
+def _log_job_failure(number, exc: Exception) -> None:
+    from convbench.sweeps import one_line
+
+    if isinstance(exc, ConvbenchError):
+        log.error("job %s failed: %s", number, one_line(str(exc)))
+    else:  # a bug: its traceback goes to the job's train.log
+        log.exception("job %s failed with a bug", number)

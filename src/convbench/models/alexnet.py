@@ -23,6 +23,7 @@ from torch import nn
 
 from convbench.models.layers import activation as make_activation
 from convbench.models.layers import (
+    check_range,
     flat_features,
     head_pool_size,
     resolve_stem,
@@ -67,6 +68,8 @@ class AlexNet(nn.Module):
         width_multiplier: float = 1.0,
     ):
         super().__init__()
+        check_range("model.hidden", hidden, 1)
+        check_range("model.dropout", dropout, 0, 1)
         specs = CONVS if resolve_stem(stem, image_size) == "imagenet" else (SMALL_STEM, *CONVS[1:])
         layers: list[nn.Module] = []
         channels = in_channels

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from convbench.models.layers import activation as make_activation
-from convbench.models.layers import conv_bn, init_he, resolve_stem, scale_width
+from convbench.models.layers import check_range, conv_bn, init_he, resolve_stem, scale_width
 
 
 class Branches(NamedTuple):
@@ -140,6 +140,7 @@ class GoogLeNet(nn.Module):
         width_multiplier: float = 1.0,
     ):
         super().__init__()
+        check_range("model.dropout", dropout, 0, 1)
         if wide_kernel not in (3, 5):
             raise ValueError(
                 f"model.wide_kernel={wide_kernel} must be 3 (torchvision) or 5 (paper)."

@@ -1,7 +1,18 @@
 """Small building blocks shared by the model families."""
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+
+def check_range(name: str, values, low: float, high: float | None = None) -> None:
+    """Raise ValueError unless `values` (a number or a list of them) lie in [low, high]."""
+    for value in values if isinstance(values, Sequence) else [values]:
+        if value < low or (high is not None and value > high):
+            allowed = f">= {low}" + (f" and <= {high}" if high is not None else "")
+            raise ValueError(f"{name}={values} is out of range: it must be {allowed}.")
+
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 POOLINGS = ("max", "avg", "none")

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convbench.models.layers import activation as make_activation
-from convbench.models.layers import flat_features
+from convbench.models.layers import check_range, flat_features
 from convbench.models.layers import pooling as make_pooling
 
 
@@ -35,6 +35,16 @@ class LeNet(nn.Module):
         pad_input_to: int | None = 32,
     ):
         super().__init__()
+        for name, values, low in (
+            ("channels", channels, 1),
+            ("fc", fc, 1),
+            ("kernel_size", kernel_size, 1),
+            ("padding", padding, 0),
+            ("stride", stride, 1),
+            ("pool_size", pool_size, 1),
+            ("pad_input_to", pad_input_to or 1, 1),
+        ):
+            check_range(f"model.{name}", values, low)
         self.input_padding = max(0, (pad_input_to or 0) - image_size) // 2
         stages: list[nn.Module] = []
         width = in_channels

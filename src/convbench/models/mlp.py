@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from convbench.models.layers import activation as make_activation
+from convbench.models.layers import check_range
 
 
 class MLP(nn.Module):
@@ -20,6 +21,8 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
+        check_range("model.hidden", list(hidden), 1)
+        check_range("model.dropout", dropout, 0, 1)
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_channels * image_size * image_size
         for size in hidden:

@@ -19,7 +19,7 @@ new.
 from torch import nn
 
 from convbench.models.layers import activation as make_activation
-from convbench.models.layers import head_pool_size, init_he, scale_width
+from convbench.models.layers import check_range, head_pool_size, init_he, scale_width
 
 M = "M"  # a 2x2/2 max pool; every other entry is the width of a 3x3 conv
 # fmt: off
@@ -74,6 +74,8 @@ class VGG(nn.Module):
         width_multiplier: float = 1.0,
     ):
         super().__init__()
+        check_range("model.hidden", hidden, 1)
+        check_range("model.dropout", dropout, 0, 1)
         if depth not in VARIANTS:
             raise ValueError(
                 f"model.depth={depth} is not a VGG; choose one of {', '.join(map(str, VARIANTS))}."

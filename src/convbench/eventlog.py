@@ -1,0 +1,90 @@
+"""The run's TensorBoard log: torch's SummaryWriter, with the operating system's refusals told
+as `WriteFailed`.
+
+SummaryWriter writes from a background thread; a failed write (a full disk, a file-size limit)
+surfaces as an OSError at the next call. `EventLog` names the event file and the free space
+instead, and after one failure stays silent, so the cleanup that follows does not fail twice.
+"""
+
+import threading
+from pathlib import Path
+
+from convbench.files import write_failed
+
+KEPT = "The checkpoints written before are intact."
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard's writer thread re-raises a failed write to end itself, after storing it for
+    the next call to raise in the main thread; without this, threading would also print that
+    traceback on stderr."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+    if getattr(previous, "convbench_quiet", False):
+        return
+
+    def hook(args) -> None:
+        if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError):
+            return  # reported where the writer is called next (EventLog._call)
+        previous(args)
+
+    hook.convbench_quiet = True
+    threading.excepthook = hook
+
+
+class EventLog:
+    """SummaryWriter's methods that convbench uses, for the event files of `run_dir`."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = Path(run_dir)
+        self.failed = False
+        _quiet_writer_threads()
+        try:
+            self._writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        except OSError as exc:
+            raise write_failed("TensorBoard's event file in", self.run_dir, exc, KEPT) from None
+
+    @property
+    def path(self) -> Path:
+        """The event file this writer appends to."""
+        event_writer = getattr(self._writer.file_writer, "event_writer", None)
+        return Path(getattr(event_writer, "_file_name", self.run_dir))
+
+    def _call(self, method: str, *args, **kwargs):
+        if self.failed:
+            return None
+        try:
+            return getattr(self._writer, method)(*args, **kwargs)
+        except OSError as exc:
+            self.failed = True
+            raise write_failed("TensorBoard's event file", self.path, exc, KEPT) from None
+
+    def add_scalar(self, *args, **kwargs):
+        return self._call("add_scalar", *args, **kwargs)
+
+    def add_image(self, *args, **kwargs):
+        return self._call("add_image", *args, **kwargs)
+
+    def add_images(self, *args, **kwargs):
+        return self._call("add_images", *args, **kwargs)
+
+    def add_text(self, *args, **kwargs):
+        return self._call("add_text", *args, **kwargs)
+
+    def add_histogram(self, *args, **kwargs):
+        return self._call("add_histogram", *args, **kwargs)
+
+    def add_graph(self, *args, **kwargs):
+        return self._call("add_graph", *args, **kwargs)
+
+    def add_hparams(self, *args, **kwargs):
+        return self._call("add_hparams", *args, **kwargs)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def close(self) -> None:
+        self._call("close")

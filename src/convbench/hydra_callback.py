@@ -1,0 +1,60 @@
+"""convbench's Hydra callback (conf/config.yaml, `hydra.callbacks`): what must happen in the
+process that launches runs, before their folders exist.
+
+- Before a single run: `preflight` (ranges, the model, the schedule), so a mistake leaves no
+  run folder behind.
+- Before a sweep: the settings' ranges of the values shared by every job (a swept value is
+  checked by its own job), and a note of the sweep's folder, from which its jobs' outcomes are
+  read afterwards (convbench.sweeps).
+
+Hydra turns an `Exception` raised by a callback into a warning, so a rejected config travels as
+`ConfigRejected`, a BaseException that `convbench train` unwraps into its `ConvbenchError`.
+"""
+
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+from convbench.errors import ConvbenchError
+
+
+class ConfigRejected(BaseException):
+    def __init__(self, error: ConvbenchError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class ConvbenchCallback(Callback):
+    sweep_dirs: list[Path] = []  # noqa: RUF012 - shared by Hydra's instance and the caller
+
+    def on_run_start(self, config, **kwargs) -> None:
+        from convbench.preflight import preflight
+
+        try:
+            _refuse_a_used_folder(Path(str(config.hydra.run.dir)))
+            preflight(config)
+        except ConvbenchError as error:
+            raise ConfigRejected(error) from None
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from convbench.config import check_ranges
+
+        try:
+            check_ranges(config)
+        except ValueError as exc:
+            raise ConfigRejected(ConvbenchError(str(exc))) from None
+        # on_multirun_start gets the sweep's own config object, so this is the jobs' folder.
+        ConvbenchCallback.sweep_dirs.append(Path(str(config.hydra.sweep.dir)))
+
+
+def _refuse_a_used_folder(run_dir: Path) -> None:
+    """A new run never writes into a folder that already holds one (hydra.run.dir=...): its
+    checkpoints and curves would be overwritten or mixed."""
+    from convbench.runfolder import STATUS_FILE
+
+    if (run_dir / STATUS_FILE).is_file():
+        raise ConvbenchError(
+            f"{run_dir} already holds a run. Continue it with `convbench resume {run_dir}`, or "
+            "give the new run a folder of its own (leave hydra.run.dir out: every run gets a new "
+            "folder)."
+        )

@@ -1,0 +1,100 @@
+"""Checks a config passes before a run starts, so a mistake costs seconds, not a run folder.
+
+`preflight(cfg)` raises `ConvbenchError` for:
+- a setting out of its range (the limits in convbench.config's schema);
+- a model, optimizer or scheduler that rejects its arguments (built for real, the model on
+  the meta device: no weights, whatever its size);
+- images the model cannot take (it is built, and one meta image goes through it, at
+  dataset.image_size; when larger images would pass, the message gives the smallest side that
+  does);
+- a schedule that fails when stepped through the run's epochs (StepLR with step_size=0, say).
+
+Called by Hydra (convbench.hydra_callback) before a single run's folder is made, and by each
+sweep job for its own values.
+"""
+
+import warnings
+
+import torch
+from omegaconf import OmegaConf
+
+from convbench.build import build, build_model, input_shape
+from convbench.config import check_ranges
+from convbench.errors import ConvbenchError
+
+META = torch.device("meta")
+IMAGE_SIZE_LIMIT = 4096  # the schema's limit of dataset.image_size
+
+
+def preflight(cfg) -> None:
+    try:
+        check_ranges(cfg)
+    except ValueError as exc:
+        raise ConvbenchError(str(exc)) from None
+    side = int(cfg.dataset.image_size)
+    try:
+        model = build_model(cfg, META)
+    except ConvbenchError:
+        _raise_if_too_small(cfg, side)
+        raise
+    if not _forward_works(model, input_shape(cfg)):
+        _raise_if_too_small(cfg, side)
+    _check_schedule(cfg)
+
+
+def _forward_works(model, shape) -> bool:
+    model.eval()  # no dropout draws, auxiliary heads off
+    try:
+        with torch.no_grad():
+            model(torch.zeros(shape, device=META))
+    except RuntimeError:
+        return False
+    return True
+
+
+def _fits(cfg, side: int) -> bool:
+    """Whether the model builds for, and runs on, images of `side` x `side` pixels."""
+    resized = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    resized.dataset.image_size = side
+    try:
+        model = build_model(resized, META)
+    except ConvbenchError:
+        return False
+    return _forward_works(model, input_shape(resized))
+
+
+def _raise_if_too_small(cfg, side: int) -> None:
+    """When larger images would work, say so with the smallest side that does (a binary search
+    over sides, each a model built on the meta device)."""
+    largest = min(max(4 * side, 64), IMAGE_SIZE_LIMIT)
+    if side >= largest or not _fits(cfg, largest):
+        return  # not a matter of size: the caller reports what went wrong
+    low, high = side, largest  # fails at low, works at high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if _fits(cfg, middle) else (middle, high)
+    name = cfg.model._target_.rsplit(".", 1)[-1]
+    raise ConvbenchError(
+        f"dataset.image_size={side} is too small for {name} with these settings: it needs images "
+        f"of at least {high}x{high}. Use dataset.image_size={high} or more (batches are resized "
+        "on the device), or less stride, pooling or kernel size in the model."
+    )
+
+
+def _check_schedule(cfg) -> None:
+    """Step the optimizer's schedule through every epoch of the run on a one-number parameter."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = build("optimizer", cfg.optimizer, params=[parameter])
+    scheduler = build("scheduler", cfg.scheduler, optimizer=optimizer)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+            for _ in range(cfg.trainer.epochs):
+                optimizer.step()
+                scheduler.step()
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        raise ConvbenchError(
+            f"scheduler: {cfg.scheduler._target_} fails when stepped through "
+            f"{cfg.trainer.epochs} epochs ({type(exc).__name__}: {exc}). Check the scheduler.* "
+            "values; `convbench train --cfg job` prints them."
+        ) from None
