@@ -1,7 +1,6 @@
 """One error policy (convbench.errors): a user's mistake exits 2 with one paragraph; a bug, in
 convbench or in the user's own code, keeps its traceback, exits 1 and says it is a bug."""
 
-import json
 
 import pytest
 
@@ -40,8 +39,7 @@ def test_a_bug_in_a_users_model_keeps_its_traceback_and_exits_1(cli, mnist_root,
     assert "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
     assert "faultymodels.py" in result.stderr, "the traceback reaches the user's own line"
     assert result.stderr.rstrip().endswith(BUG_REPORT)
-    status = json.loads((run_dir / "status.json").read_text())
-    assert status["status"] == "failed" and "division by zero" in status["error"]
+    assert not run_dir.exists(), "met by the checks before the run: no run folder"
 
 
 def test_a_sweep_reports_user_errors_and_bugs_from_the_jobs_folders(cli, mnist_root, tmp_path):
@@ -66,3 +64,14 @@ def test_only_a_jobs_own_failure_ends_a_sweep_quietly():
     assert is_job_failure(ValueError("model.activation='swishy' is not\n known"), failed)
     assert not is_job_failure(RuntimeError("the launcher lost its workers"), failed)
     assert not is_job_failure(RuntimeError("the launcher lost its workers"), [])
+
+
+def test_a_bug_met_by_the_checks_before_a_run_keeps_its_traceback(cli, mnist_root, tmp_path):
+    """The preflight runs the user's forward on one meta image: a bug there is a bug (exit 1,
+    traceback), not a config error, and no run folder is made."""
+    result = cli("train", *tiny_mnist_overrides(mnist_root), f"{FAULTY}.BrokenForward",
+                 cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    assert "AttributeError" in result.stderr and "temperature" in result.stderr
+    assert result.stderr.rstrip().endswith(BUG_REPORT)
+    assert not (tmp_path / "outputs").exists()

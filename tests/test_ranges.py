@@ -215,12 +215,6 @@ def test_a_value_at_the_bounds_is_accepted(key, value):
     assert OmegaConf.select(cfg, key) == _with_item(key, value), "the override took effect"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: Limits.admits compares with < and <=, which are False for NaN, so "
-    "trainer.grad_clip_norm=nan and dataset.std=[...nan...] pass check_ranges and the run "
-    "stops later with a NaN loss (exit 4) whose advice is to set trainer.grad_clip_norm",
-)
 @pytest.mark.parametrize("key", [key for key in LIMITED if NUMBERS[key][0] is float])
 def test_nan_is_outside_every_float_range(key):
     cfg = compose([*BASE, _override(key, _with_item(key, math.nan))])
@@ -433,3 +427,29 @@ def test_a_shared_value_out_of_range_stops_the_sweep_before_any_job(cli, mnist_r
     assert _one_error_line(result), result.stderr
     assert "Launching" not in result.stdout + result.stderr, "no job was started"
     assert not sweep.exists() and not (tmp_path / "outputs").exists()
+
+
+# --- values that are no numbers at all, and facts only the data know ------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=vgg", "model.pool_size=true"],  # a bool is no pool size
+        ["model=resnet", "model.width_multiplier=inf"],
+        ["model=mlp", "model.dropout=nan"],
+        ["model.pad_input_to=0"],  # null turns the padding off, 0 is no size
+        ["scheduler=step", "scheduler.gamma=-1"],  # a negative learning rate after epoch 5
+    ],
+    ids=lambda overrides: " ".join(overrides),
+)
+def test_values_that_are_no_usable_numbers_are_rejected_before_the_run(overrides):
+    with pytest.raises(ConvbenchError):
+        preflight(compose(overrides))
+
+
+def test_labels_beyond_num_classes_are_named(cli, mnist_root, tmp_path):
+    result = cli("train", *tiny_mnist_overrides(mnist_root), "dataset.num_classes=2", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "labels up to 9, but dataset.num_classes=2" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -50,6 +50,8 @@ class Limits:
     each: bool = False
 
     def admits(self, value) -> bool:
+        if value != value:  # NaN: no comparison holds, so no bound would catch it
+            return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or value <= self.high
@@ -100,13 +102,11 @@ class DatasetConfig:
     root: Optional[str] = None  # an explicit folder; nothing else is searched
     data_dir: str = "${oc.env:CONVBENCH_DATA_DIR,data}"  # torchvision layout, downloads land here
     download: bool = True
-    val_size: int = field(
-        default=5000, metadata=limits(low=0)
-    )  # carved from the training set with split_seed
+    # carved from the training set with split_seed; best.pt is chosen on it, so at least 1
+    val_size: int = field(default=5000, metadata=limits(low=1))
     split_seed: int = field(default=0, metadata=limits(**SEED_LIMITS))
-    train_limit: Optional[int] = field(
-        default=None, metadata=limits(low=1)
-    )  # use only N training images
+    # use only N training images
+    train_limit: Optional[int] = field(default=None, metadata=limits(low=1))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -134,9 +134,8 @@ class TrainerConfig:
     )
     log_graph: bool = MISSING
     progress: Optional[bool] = None  # None: a bar only on a terminal
-    num_threads: Optional[int] = field(
-        default=None, metadata=limits(low=1, high=1024)
-    )  # None: torch's default
+    # None: torch's default
+    num_threads: Optional[int] = field(default=None, metadata=limits(low=1, high=1024))
 
 
 @dataclass

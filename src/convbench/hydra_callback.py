@@ -7,8 +7,9 @@ process that launches runs, before their folders exist.
   checked by its own job), and a note of the sweep's folder, from which its jobs' outcomes are
   read afterwards (convbench.sweeps).
 
-Hydra turns an `Exception` raised by a callback into a warning, so a rejected config travels as
-`ConfigRejected`, a BaseException that `convbench train` unwraps into its `ConvbenchError`.
+Hydra turns an `Exception` raised by a callback into a warning (and goes on to run), so what
+the checks raise travels as `ConfigRejected`, a BaseException that `convbench train` unwraps:
+a `ConvbenchError` is reported as one paragraph, anything else as the bug it is.
 """
 
 from pathlib import Path
@@ -19,7 +20,10 @@ from convbench.errors import ConvbenchError
 
 
 class ConfigRejected(BaseException):
-    def __init__(self, error: ConvbenchError):
+    """Carries what the checks raised (a `ConvbenchError`, or a bug's own exception) past
+    Hydra's callback runner to `convbench train`, which raises it again."""
+
+    def __init__(self, error: Exception):
         super().__init__(str(error))
         self.error = error
 
@@ -33,7 +37,7 @@ class ConvbenchCallback(Callback):
         try:
             _refuse_a_used_folder(Path(str(config.hydra.run.dir)))
             preflight(config)
-        except ConvbenchError as error:
+        except Exception as error:  # a bug too: Hydra would only warn about it
             raise ConfigRejected(error) from None
 
     def on_multirun_start(self, config, **kwargs) -> None:

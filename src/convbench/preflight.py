@@ -47,7 +47,7 @@ def _forward_works(model, shape) -> bool:
     try:
         with torch.no_grad():
             model(torch.zeros(shape, device=META))
-    except RuntimeError:
+    except (RuntimeError, TypeError, ValueError):  # shapes that do not fit, sizes of 0
         return False
     return True
 
@@ -81,6 +81,15 @@ def _raise_if_too_small(cfg, side: int) -> None:
     )
 
 
+def _check_learning_rate(cfg, lr: float, epoch: int) -> None:
+    if lr != lr or lr < 0:  # NaN or negative: no optimizer step would make sense
+        raise ConvbenchError(
+            f"scheduler: {cfg.scheduler._target_} sets the learning rate to {lr} after epoch "
+            f"{epoch}. Check the scheduler.* values (a negative gamma, say); `convbench train "
+            "--cfg job` prints them."
+        )
+
+
 def _check_schedule(cfg) -> None:
     """Step the optimizer's schedule through every epoch of the run on a one-number parameter."""
     parameter = torch.nn.Parameter(torch.zeros(1))
@@ -89,9 +98,10 @@ def _check_schedule(cfg) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
-            for _ in range(cfg.trainer.epochs):
+            for epoch in range(1, cfg.trainer.epochs + 1):
                 optimizer.step()
                 scheduler.step()
+                _check_learning_rate(cfg, optimizer.param_groups[0]["lr"], epoch)
     except (ArithmeticError, ValueError, TypeError) as exc:
         raise ConvbenchError(
             f"scheduler: {cfg.scheduler._target_} fails when stepped through "

@@ -18,3 +18,10 @@ class PickyWidth(LeNet):
         if width < 1:
             raise ValueError(f"width must be at least 1, got {width}")
         super().__init__(*args, **kwargs)
+
+
+class BrokenForward(LeNet):
+    """A bug in the user's forward pass (an AttributeError), met by the first image through it."""
+
+    def forward(self, x):
+        return super().forward(x) * self.temperature

@@ -36,6 +36,13 @@ def load_splits(dataset_cfg) -> dict[str, Split]:
                 f"{dataset_cfg.name}: files hold images of shape {tuple(images.shape[1:])}, the "
                 f"config says {expected} (in_channels, native_size). Check dataset.root."
             )
+    for labels in (train_y, test_y):
+        if len(labels) and int(labels.max()) >= dataset_cfg.num_classes:
+            raise DatasetError(
+                f"{dataset_cfg.name}: the files hold labels up to {int(labels.max())}, but "
+                f"dataset.num_classes={dataset_cfg.num_classes}. Set dataset.num_classes to "
+                f"{int(labels.max()) + 1} or more, or check dataset.root."
+            )
     val_size = dataset_cfg.val_size
     if not 0 <= val_size < len(train_y):
         raise DatasetError(

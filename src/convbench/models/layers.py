@@ -1,5 +1,6 @@
 """Small building blocks shared by the model families."""
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -9,6 +10,8 @@ from torch import nn
 def check_range(name: str, values, low: float, high: float | None = None) -> None:
     """Raise ValueError unless `values` (a number or a list of them) lie in [low, high]."""
     for value in values if isinstance(values, Sequence) else [values]:
+        if isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError(f"{name}={values} is not a finite number.")
         if value < low or (high is not None and value > high):
             allowed = f">= {low}" + (f" and <= {high}" if high is not None else "")
             raise ValueError(f"{name}={values} is out of range: it must be {allowed}.")
@@ -68,8 +71,8 @@ def resolve_stem(stem: str, image_size: int) -> str:
 
 def scale_width(width: int, multiplier: float) -> int:
     """A layer width times `model.width_multiplier`, rounded, at least 1."""
-    if multiplier <= 0:
-        raise ValueError(f"model.width_multiplier={multiplier} must be positive.")
+    if not math.isfinite(multiplier) or multiplier <= 0:
+        raise ValueError(f"model.width_multiplier={multiplier} must be a positive number.")
     return max(1, round(width * multiplier))
 
 
@@ -82,7 +85,7 @@ def head_pool_size(pool_size: int | str, reference: int, feature_side: int) -> i
     """
     if pool_size == "auto":
         return min(reference, feature_side)
-    if isinstance(pool_size, int) and pool_size >= 1:
+    if isinstance(pool_size, int) and not isinstance(pool_size, bool) and pool_size >= 1:
         return pool_size
     raise ValueError(f"model.pool_size={pool_size!r} must be a positive integer or 'auto'.")
 

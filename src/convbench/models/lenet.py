@@ -42,7 +42,7 @@ class LeNet(nn.Module):
             ("padding", padding, 0),
             ("stride", stride, 1),
             ("pool_size", pool_size, 1),
-            ("pad_input_to", pad_input_to or 1, 1),
+            ("pad_input_to", 32 if pad_input_to is None else pad_input_to, 1),
         ):
             check_range(f"model.{name}", values, low)
         self.input_padding = max(0, (pad_input_to or 0) - image_size) // 2
