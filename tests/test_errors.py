@@ -1,7 +1,6 @@
 """One error policy (convbench.errors): a user's mistake exits 2 with one paragraph; a bug, in
 convbench or in the user's own code, keeps its traceback, exits 1 and says it is a bug."""
 
-
 import pytest
 
 from convbench.errors import BUG_REPORT

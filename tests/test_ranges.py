@@ -93,6 +93,8 @@ def test_the_schema_walk_sees_every_kind_of_field():
     assert NUMBERS["trainer.grad_clip_norm"] == (float, False)  # Optional[float]
     assert NUMBERS["trainer.num_threads"] == (int, False)  # Optional[int]
     assert NUMBERS["dataset.std"] == (float, True)
+    assert NUMBERS["evaluate.shift"] == (int, True)  # a list of ints, empty by default
+    assert NUMBERS["evaluate.illumination"] == (float, True)
     assert NUMBERS["seed"] == (int, False)  # the top level
     not_numbers = {"trainer.compile", "trainer.progress", "trainer.device", "dataset.format"}
     not_numbers |= {"dataset.name", "dataset.classes", "model", "optimizer", "scheduler"}
@@ -111,11 +113,12 @@ def test_every_shipped_dataset_is_in_range(dataset):
 
 def _with_item(key: str, value):
     """What to give `key` so that it holds `value`: the value itself, or for a list setting the
-    base config's list (one item per channel) with its middle item replaced."""
+    base config's list (one item per channel) with its middle item replaced, or the value alone
+    where that list is empty (evaluate.*)."""
     kind, is_list = NUMBERS[key]
     if not is_list or value is None:
         return value
-    items = [kind(item) for item in OmegaConf.select(BASE_CFG, key)]
+    items = [kind(item) for item in OmegaConf.select(BASE_CFG, key)] or [value]
     items[len(items) // 2] = value
     return items
 

@@ -100,6 +100,14 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_macs(cfg: DictConfig) -> int:
+    """Multiply-accumulates per image (convbench.summary's convention), counted on a copy of
+    the model on the meta device: no weights, no arithmetic."""
+    from convbench.summary import summarize
+
+    return summarize(build_model(cfg, torch.device("meta")), input_shape(cfg))["macs"]
+
+
 def input_shape(cfg: DictConfig) -> tuple[int, int, int, int]:
     """(1, channels, side, side): one image as the model sees it."""
     data = cfg.dataset
@@ -200,6 +208,7 @@ class Run:
     writer: object  # convbench.eventlog.EventLog
     checkpointer: Checkpointer
     params: int
+    macs: int
 
     def model_for_training(self) -> nn.Module:
         """The model, compiled when trainer.compile is set (checkpoints keep the plain one)."""
@@ -253,4 +262,5 @@ def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> 
         writer=writer,
         checkpointer=checkpointer,
         params=params,
+        macs=count_macs(cfg),
     )

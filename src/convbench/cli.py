@@ -13,8 +13,8 @@ import traceback
 import typer
 
 from convbench import __version__
+from convbench.commands import compare, resume, runs, summary, tb, train
 from convbench.commands import eval as eval_command
-from convbench.commands import resume, runs, summary, tb, train
 from convbench.errors import BUG_REPORT, EXIT_BUG, ConvbenchError, RunInterrupted
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ app.command(context_settings=PASS_THROUGH, add_help_option=False)(train.train)
 app.command()(summary.summary)
 app.command()(tb.tb)
 app.command()(runs.runs)
+app.command()(compare.compare)
 app.command(name="eval")(eval_command.eval_)
 app.command()(resume.resume)
 

@@ -138,6 +138,46 @@ class TrainerConfig:
     num_threads: Optional[int] = field(default=None, metadata=limits(low=1, high=1024))
 
 
+# Pixels of a shift or sides of a square: beyond an image's side every amount does the same, so
+# the bound is the schema's largest image side.
+PIXEL_LIMITS = {"low": 0, "high": 4096, "each": True}
+
+
+@dataclass
+class EvaluateConfig:
+    """Robustness measured at the end of a run: the best weights tested once per value of each
+    list (one perturbation at a time; see convbench.data.perturb), recorded in metrics.json and
+    TensorBoard. Empty lists: nothing is tested."""
+
+    shift: list[int] = field(default_factory=list, metadata=limits(**PIXEL_LIMITS))  # pixels
+    occlude: list[int] = field(default_factory=list, metadata=limits(**PIXEL_LIMITS))  # side
+    clutter: list[int] = field(default_factory=list, metadata=limits(**PIXEL_LIMITS))  # side
+    # strength: 0 unchanged, 1 the strongest lighting changes
+    illumination: list[float] = field(
+        default_factory=list, metadata=limits(low=0, high=1, each=True)
+    )
+    seed: int = field(default=0, metadata=limits(**SEED_LIMITS))  # as `convbench eval --seed`
+
+
+class Plot(StrEnum):
+    none = "none"  # learning curves only
+    robustness = "robustness"  # accuracy against the amounts of the perturbations in `x`
+    sweep = "sweep"  # accuracy against the override `x`, a line per value of `series`
+    params = "params"  # accuracy against the number of parameters
+
+
+@dataclass
+class ReportConfig:
+    """The picture an experiment's question wants, drawn by `convbench compare --plot/--html`
+    beside the learning curves (see convbench.report)."""
+
+    plot: Plot = Plot.none
+    # robustness: the perturbation kinds, comma-separated (a panel each); sweep: an override key
+    x: Optional[str] = None
+    series: Optional[str] = None  # sweep: the override whose values get a line each
+    log_x: bool = False
+
+
 @dataclass
 class Config:
     model: Any = MISSING
@@ -145,6 +185,8 @@ class Config:
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     trainer: TrainerConfig = MISSING
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     seed: int = field(default=0, metadata=limits(**SEED_LIMITS))
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from convbench.errors import NonFiniteLoss, RunInterrupted
-from convbench.visuals import log_filters, log_histograms, log_sample_batch
+from convbench.visuals import log_feature_maps, log_filters, log_histograms, log_sample_batch
 
 log = logging.getLogger("convbench")
 
@@ -36,7 +36,7 @@ class EngineOptions:
     checkpoint_every_n_steps: int = 0  # also save last.pt every N steps; 0: at epoch ends only
     nonfinite_skips: int = 0  # skip up to N non-finite steps (one host sync per step); 0: stop
     autocast_dtype: torch.dtype | None = None  # bf16/fp16 autocast; None runs in fp32
-    log_images: bool = True  # the first batch, and the first-layer filters after every epoch
+    log_images: bool = True  # the first batch; after every epoch first-layer filters, feature maps
     histogram_every_n_epochs: int = 0  # weight/gradient histograms; 0: off
 
 
@@ -387,7 +387,10 @@ def fit(
                 # before the first step (which would wait for PIL's import and the PNG encoding),
                 # at this step so that a resume's purge covers it like any other event.
                 log_sample_batch(io.writer, batches["train"], state.step)
-            log_filters(io.writer, model, state.step)
+            # Pictures after the epoch, never inside its steps: the first layer's filters, and
+            # every conv layer's outputs for the same few validation images.
+            log_filters(io.writer, model, state.step, state.epoch)
+            log_feature_maps(io.writer, model, batches["val"], state.step, state.epoch)
         io.checkpointer.save(state, is_best=is_best)
         if io.stop.requested:
             raise RunInterrupted(io.stop.requested)

@@ -1,4 +1,5 @@
-"""A run's life: start (or resume), fit, test once on the best checkpoint, write metrics.json.
+"""A run's life: start (or resume), fit, test once on the best checkpoint (and, with an
+`evaluate` block, under each listed perturbation), write metrics.json.
 
 status.json stays true whatever happens: "running" while it trains, then "finished", "failed"
 (with the error) or "interrupted" (a stop signal; resumable). The layout of the folder is in
@@ -15,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from convbench.build import Run, build_run, hparams, plain_config
 from convbench.checkpoint import identity_differences, load_checkpoint
 from convbench.console import make_progress
+from convbench.data import Split
 from convbench.engine import RunIO, TrainState, evaluate, fit
 from convbench.errors import CheckpointError, RunInterrupted, WriteFailed
+from convbench.evaluation import KINDS, UNITS, amount_key, by_kind, robustness
 from convbench.files import remove_leftovers, write_failed, write_json
 from convbench.runfolder import METRICS_FILE, RunLock, read_json, record_status, write_status
 from convbench.signals import StopRequest
@@ -117,8 +120,8 @@ def execute(run: Run, state: TrainState) -> dict:
         log_graph(run.writer, run.model, run.batches["train"])
     progress = make_progress(run.cfg.trainer.progress)
     try:
-        try:
-            with StopRequest() as stop:
+        with StopRequest() as stop:
+            try:
                 io = RunIO(
                     writer=run.writer, progress=progress, checkpointer=run.checkpointer, stop=stop
                 )
@@ -132,9 +135,13 @@ def execute(run: Run, state: TrainState) -> dict:
                     options=run.options,
                     io=io,
                 )
-        finally:
-            progress.stop()
-        return finish(run, state, time.perf_counter() - started)
+            finally:
+                progress.stop()
+            # A stop signal from here on lets the final test finish: the run then has finished.
+            metrics = finish(run, state, time.perf_counter() - started)
+            if stop.requested:
+                log.warning("%s came during the final test; the run finished", stop.requested)
+            return metrics
     except RunInterrupted as stop:
         record_status(
             run.run_dir, "interrupted", state=state, epochs=epochs, error=stop.signal_name
@@ -164,6 +171,10 @@ def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
         autocast_dtype=run.options.autocast_dtype,
     )
     metrics = final_metrics(state, test, run, wall_time_s)
+    robust = measure_robustness(run)
+    if robust:
+        metrics["robustness"] = by_kind(robust)
+        log_robustness(run.writer, robust)
     if run.cfg.trainer.log_images:
         log_confusion(run.writer, test["confusion"], list(run.cfg.dataset.classes), state.step)
     try:
@@ -185,6 +196,37 @@ def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
     return metrics
 
 
+def measure_robustness(run: Run) -> list[dict]:
+    """The `evaluate` block: the weights in `run.model` tested under each value of each listed
+    perturbation, one at a time, exactly as `convbench eval RUN_DIR --shift N` tests them (the
+    same code, the same seed); one log line per kind. Nothing listed: nothing done, []."""
+    settings = run.cfg.get("evaluate") or {}  # absent from configs saved without the block
+    amounts = {kind: list(settings.get(kind) or ()) for kind in KINDS}
+    if not any(amounts.values()):
+        return []
+    test = run.batches["test"]
+    split = Split(test.images.cpu(), test.labels.cpu())  # perturbed on the host, seeded there
+    seed, rows = settings.get("seed", 0), []
+    for kind, values in amounts.items():
+        if not values:
+            continue
+        found = robustness(run.model, run.cfg, split, run.device, {kind: values}, seed)
+        accuracies = " | ".join(f"{amount_key(r['value'])} -> {r['test_acc']:.4f}" for r in found)
+        log.info("test acc under %s (%s): %s", kind, UNITS[kind], accuracies)
+        rows += found
+    return rows
+
+
+def log_robustness(writer, rows: list[dict]) -> None:
+    """One TensorBoard curve per kind, `robust/<kind>_acc`, with the amount as the step so that
+    TensorBoard draws accuracy against it: pixels for shift, occlude and clutter, and
+    round(100 * strength) for illumination (TensorBoard's steps are whole numbers)."""
+    for row in rows:
+        value = row["value"]
+        step = round(100 * value) if row["kind"] == "illumination" else int(value)
+        writer.add_scalar(f"robust/{row['kind']}_acc", row["test_acc"], step)
+
+
 def final_metrics(state: TrainState, test: dict, run: Run, wall_time_s: float) -> dict:
     train_seconds = sum(epoch["train_seconds"] for epoch in state.history)
     train_images = sum(e["train_images_per_sec"] * e["train_seconds"] for e in state.history)
@@ -199,6 +241,7 @@ def final_metrics(state: TrainState, test: dict, run: Run, wall_time_s: float) -
         "skipped_steps": state.skipped_steps,
         "train_images_per_sec": train_images / train_seconds if train_seconds else 0.0,
         "params": run.params,
+        "macs": run.macs,
         "wall_time_s": wall_time_s,
         "model": run.cfg.model._target_,
         "dataset": run.cfg.dataset.name,

@@ -133,23 +133,25 @@ def run_status(status: dict | None, metrics: dict | None) -> str:
     return state
 
 
-def _excluded_keys(hydra_config) -> list[str] | None:
+def where_keys() -> set[str]:
+    """Override keys that say where or on what a run ran rather than what it trained
+    (dataset.root, trainer.device, ...): Hydra's `override_dirname.exclude_keys` of
+    conf/config.yaml, the one place that lists them."""
+    from convbench.paths import config_dir
+
+    config = read_yaml(config_dir() / "config.yaml") or {}
     try:
-        return list(hydra_config["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"])
+        return {
+            str(k) for k in config["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]
+        }
     except (KeyError, TypeError):
-        return None
+        return set()
 
 
 def key_overrides(run_dir: Path) -> list[str]:
-    """The command line's overrides, minus the keys that say where or on what a run ran rather
-    than what it trained (Hydra's `override_dirname.exclude_keys`: dataset.root, trainer.device,
-    ...), as the run's .hydra/hydra.yaml lists them, else as conf/config.yaml does."""
-    from convbench.paths import config_dir
-
+    """The command line's overrides, minus the `where_keys`."""
     overrides = read_yaml(run_dir / HYDRA_FOLDER / "overrides.yaml") or []
-    excluded = _excluded_keys(read_yaml(run_dir / HYDRA_FOLDER / "hydra.yaml"))
-    if excluded is None:
-        excluded = _excluded_keys(read_yaml(config_dir() / "config.yaml")) or []
+    excluded = where_keys()
     # An override is key=value, ~key, +key=value or ++key=value.
     return [o for o in map(str, overrides) if o.split("=", 1)[0].lstrip("~+") not in excluded]
 

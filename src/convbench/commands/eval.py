@@ -1,12 +1,23 @@
 """`convbench eval RUN_DIR`: test a run's checkpoint again, from the run folder alone."""
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Literal
 
 import typer
 
+from convbench.errors import ConvbenchError
 from convbench.tables import render_table
+
+# What a perturbation option's values are, as the message for a bad one names them.
+_MEANING = {
+    "shift": "pixels",
+    "occlude": "the side of a square, in pixels",
+    "clutter": "the side of a square, in pixels",
+    "illumination": "a strength: 0 leaves the images unchanged, 1 changes them most",
+}
+_EXAMPLE = {"shift": "0,2,4", "occlude": "0,6,10", "clutter": "0,6,10", "illumination": "0,0.5,1"}
 
 
 def eval_(
@@ -16,24 +27,93 @@ def eval_(
     ),
     device: Literal["auto", "cpu", "cuda", "mps"] = typer.Option("auto", help="Where to run."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
-    shift: int = typer.Option(0, min=0, help="Move every test image N pixels (random direction)."),
-    occlude: int = typer.Option(0, min=0, help="Blank an N x N square of every test image."),
-    clutter: int = typer.Option(0, min=0, help="Paste an N x N piece of another test image."),
+    shift: str | None = typer.Option(
+        None, metavar="N[,N...]", help="Move every test image N pixels (random direction)."
+    ),
+    occlude: str | None = typer.Option(
+        None, metavar="N[,N...]", help="Blank an N x N square of every test image."
+    ),
+    clutter: str | None = typer.Option(
+        None, metavar="N[,N...]", help="Paste an N x N piece of another test image."
+    ),
+    illumination: str | None = typer.Option(
+        None,
+        metavar="S[,S...]",
+        help="Random gamma, contrast and brightness changes of strength S in [0, 1].",
+    ),
     seed: int = typer.Option(0, help="Seed of the perturbations (same images for every run)."),
+    feature_maps: Path | None = typer.Option(
+        None,
+        "--feature-maps",
+        metavar="FILE",
+        help="Also draw the conv stages' activations for the first 4 test images (as tested) "
+        "to FILE, a .png or .svg.",
+    ),
 ) -> None:
     """Test a run's checkpoint again: accuracy, loss and per-class accuracy on the test set.
-    Needs nothing but the run folder: the checkpoint carries its config. --shift, --occlude and
-    --clutter perturb the test images to measure a model's tolerance to them."""
+    Needs nothing but the run folder: the checkpoint carries its config. --shift, --occlude,
+    --clutter and --illumination perturb the test images to measure a model's tolerance to
+    them; given one value each they apply together, and a comma-separated list in any of them
+    (--shift 0,1,2,4) tests each value of each on its own, one line per value, as a run's
+    `evaluate` block does."""
+    _check_seed(seed)
+    given = {"shift": shift, "occlude": occlude, "clutter": clutter, "illumination": illumination}
+    amounts = {kind: parse_amounts(kind, text) for kind, text in given.items() if text is not None}
+    if feature_maps is not None and feature_maps.suffix.lower() not in (".png", ".svg"):
+        raise ConvbenchError(
+            f"--feature-maps {feature_maps}: the file's suffix chooses the format, and it must be "
+            f".png or .svg (e.g. --feature-maps {feature_maps.with_suffix('.png')})."
+        )
     from convbench.console import log_to_console
-    from convbench.evaluation import checkpoint_path, evaluate_checkpoint
+    from convbench.evaluation import checkpoint_path, checkpoint_robustness, evaluate_checkpoint
 
-    perturbation = {"shift": shift, "occlude": occlude, "clutter": clutter}
-    if any(perturbation.values()):
-        perturbation["seed"] = seed
+    path = checkpoint_path(run_dir, checkpoint)
+    as_list = any(len(values) > 1 for values in amounts.values())
     with log_to_console():
-        report = evaluate_checkpoint(checkpoint_path(run_dir, checkpoint), device, perturbation)
+        if as_list:
+            report = checkpoint_robustness(path, device, amounts, seed, feature_maps)
+        else:
+            perturbation = {kind: 0 for kind in given} | {k: v[0] for k, v in amounts.items()}
+            if any(perturbation.values()):
+                perturbation["seed"] = seed
+            report = evaluate_checkpoint(path, device, perturbation, feature_maps)
     report["run_dir"] = str(run_dir)
-    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        typer.echo(format_robustness(report) if as_list else format_report(report))
+
+
+def parse_amounts(kind: str, text: str) -> list:
+    """The values of option --KIND: whole numbers (floats for --illumination) within the limits
+    of the schema's evaluate.KIND, or a ConvbenchError naming the option and the range."""
+    from convbench.config import limited_settings
+
+    limits, _ = limited_settings()[f"evaluate.{kind}"]
+    number, what = (float, "number") if kind == "illumination" else (int, "whole number")
+    bounds = dataclasses.replace(limits, each=False).describe()
+    allowed = (
+        f"--{kind} takes {what}s {bounds} ({_MEANING[kind]}): one value, or a comma-separated "
+        f"list to test each value on its own, e.g. --{kind} {_EXAMPLE[kind]}."
+    )
+    values = []
+    for item in text.split(","):
+        try:
+            value = number(item.strip())
+        except ValueError:
+            raise ConvbenchError(f"--{kind} {text}: {item!r} is not a {what}. {allowed}") from None
+        if not limits.admits(value):
+            raise ConvbenchError(f"--{kind} {text}: {item.strip()} is out of range. {allowed}")
+        values.append(value)
+    return values
+
+
+def _check_seed(seed: int) -> None:
+    from convbench.config import limited_settings
+
+    limits, _ = limited_settings()["evaluate.seed"]
+    if not limits.admits(seed):
+        raise ConvbenchError(f"--seed {seed} is out of range: it must be {limits.describe()}.")
 
 
 def format_report(report: dict) -> str:
@@ -52,7 +132,33 @@ def format_report(report: dict) -> str:
         for row in report["per_class"]
     ]
     columns = ("Class", "Images", "Correct", "Acc")
-    return "\n".join(header + render_table(columns, rows, right=columns[1:]))
+    lines = header + render_table(columns, rows, right=columns[1:])
+    return "\n".join(lines + _feature_maps_text(report))
+
+
+def format_robustness(report: dict) -> str:
+    """Headline, then one line per perturbation value: kind, value, accuracy."""
+    from convbench.evaluation import UNITS, amount_key
+
+    epoch = "?" if report["epoch"] is None else report["epoch"]
+    header = [
+        f"{report['model']} on {report['dataset']}: {report['images']:,} test images, "
+        f"device {report['device']}",
+        f"checkpoint {report['checkpoint']} (epoch {epoch})",
+        f"test acc under each perturbation alone (seed {report['seed']})",
+        "",
+    ]
+    rows = [
+        (row["kind"], amount_key(row["value"]), UNITS[row["kind"]], f"{row['test_acc']:.4f}")
+        for row in report["results"]
+    ]
+    columns = ("Kind", "Value", "Unit", "Acc")
+    lines = header + render_table(columns, rows, right=("Value", "Acc"))
+    return "\n".join(lines + _feature_maps_text(report))
+
+
+def _feature_maps_text(report: dict) -> list[str]:
+    return [f"\nfeature maps: {report['feature_maps']}"] if report.get("feature_maps") else []
 
 
 def _accuracy(value: float | None) -> str:
@@ -62,8 +168,6 @@ def _accuracy(value: float | None) -> str:
 def _perturbation_text(perturbation: dict | None) -> str:
     if not perturbation:
         return ""
-    parts = [
-        f"{name} {value}" + (" px" if name != "seed" else "")
-        for name, value in perturbation.items()
-    ]
+    units = {"shift": " px", "occlude": " px", "clutter": " px"}
+    parts = [f"{name} {value}{units.get(name, '')}" for name, value in perturbation.items()]
     return f" | perturbed: {', '.join(parts)}"

@@ -1,5 +1,6 @@
 """Test-time perturbations for the lecture's claims about convnets: tolerance to shifts,
-occlusion and clutter (`convbench eval RUN_DIR --shift N --occlude S --clutter S`).
+occlusion, clutter and strange illuminations (`convbench eval RUN_DIR --shift N --occlude S
+--clutter S --illumination s`, or a run's `evaluate` block).
 
 All work on a whole uint8 batch at once and are seeded, so the same command perturbs the same
 images the same way for every model compared:
@@ -9,6 +10,8 @@ images the same way for every model compared:
 - occlude S: a square of S x S pixels at a random place is set to background.
 - clutter S: a square of S x S pixels at a random place is replaced by the same square of another
   test image, i.e. a distractor fragment from another class (usually).
+- illumination s: every image gets its own gamma, contrast and brightness change, whose spread
+  grows with the strength s in [0, 1] (see `illuminate`).
 """
 
 import torch
@@ -23,6 +26,8 @@ def shift(images: torch.Tensor, pixels: int, generator: torch.Generator) -> torc
     if pixels <= 0:
         return images
     count, _, height, width = images.shape
+    # Beyond the longer side every shift leaves only background: padding more would cost memory.
+    pixels = min(pixels, max(height, width))
     direction = _DIRECTIONS[torch.randint(0, 8, (count,), generator=generator)] * pixels  # [N, 2]
     padded = F.pad(images, (pixels,) * 4)  # [N, C, H + 2p, W + 2p]
     # Output pixel (r, c) reads input pixel (r - dy, c - dx), i.e. padded (r - dy + p, c - dx + p).
@@ -61,9 +66,54 @@ def clutter(images: torch.Tensor, side: int, generator: torch.Generator) -> torc
     return torch.where(_square_masks(images, side, generator), donors, images)
 
 
-def perturb(images: torch.Tensor, *, shift_pixels=0, occlude_side=0, clutter_side=0, seed=0):
-    """Apply clutter, then occlusion, then the shift, to uint8 images [N, C, H, W]."""
+def illuminate(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Change the lighting of each uint8 image [N, C, H, W] by a random amount at `strength`.
+
+    Three numbers per image come from one draw, `u = torch.rand((N, 3), generator=generator)`,
+    each mapped to `v = 2 * u - 1` in [-1, 1): v[:, 0] sets the gamma, v[:, 1] the contrast and
+    v[:, 2] the brightness. With s = strength and x = pixel / 255 in [0, 1], every pixel of
+    image i (all channels alike: a change of light, not of colour) becomes
+
+        gamma      = 2 ** (s * v[i, 0])            in [2**-s, 2**s]   ([0.5, 2] at s = 1)
+        contrast   = 2 ** (s * v[i, 1])            in [2**-s, 2**s], around mid-grey 0.5
+        brightness = 0.5 * s * v[i, 2]             in [-s/2, s/2]     (half the range at s = 1)
+        y          = contrast * (x ** gamma - 0.5) + 0.5 + brightness
+        pixel'     = round(255 * clamp(y, 0, 1))   (to nearest, ties to even; as uint8)
+
+    s = 0 leaves every image unchanged (returned as it is, drawing nothing). At s = 1 an image
+    can get a gamma up to 2 (mid-grey 0.5 falls to 0.25) or down to 0.5 (it rises to 0.71),
+    half or twice the contrast, and up to half the range of light more or less, all at once.
+    Computed in float32 on the whole batch, with no per-image loop.
+    """
+    if strength <= 0:
+        return images
+    count = images.shape[0]
+    draws = torch.rand((count, 3), generator=generator).to(images.device) * 2 - 1  # [N, 3]
+    gamma, contrast, brightness = (column.view(count, 1, 1, 1) for column in draws.unbind(1))
+    gamma, contrast = 2 ** (strength * gamma), 2 ** (strength * contrast)
+    brightness = 0.5 * strength * brightness
+    pixels = images.float().div_(255).pow_(gamma).sub_(0.5).mul_(contrast)
+    pixels = pixels.add_(0.5 + brightness).clamp_(0, 1).mul_(255).round_()
+    return pixels.to(torch.uint8)
+
+
+def perturb(
+    images: torch.Tensor,
+    *,
+    shift_pixels=0,
+    occlude_side=0,
+    clutter_side=0,
+    illumination=0.0,
+    seed=0,
+):
+    """Apply clutter, then occlusion, then the shift, then the illumination (which lights the
+    whole picture, background and occluder included) to uint8 images [N, C, H, W].
+
+    The draws come from one generator seeded with `seed`, in that order; a perturbation at 0
+    draws nothing, so a perturbation's draws do not depend on whether a later one is on.
+    """
     generator = torch.Generator().manual_seed(seed)
     images = clutter(images, clutter_side, generator)
     images = occlude(images, occlude_side, generator)
-    return shift(images, shift_pixels, generator)
+    images = shift(images, shift_pixels, generator)
+    return illuminate(images, illumination, generator)
