@@ -129,10 +129,11 @@ def test_lenet_on_real_fashion_mnist_beats_75_percent(cli, tmp_path):
 
 
 def test_an_experiment_runs_its_own_sweep(cli, mnist_root, tmp_path):
-    """`-m experiment=conv_vs_dense` sweeps the models the experiment names (MLP vs LeNet)."""
+    """`-m experiment=conv_vs_dense` sweeps the models the experiment names (MLP vs LeNet; one
+    of its three seeds here, the command line's seed=0 overriding the experiment's)."""
     sweep_dir = tmp_path / "sweep"
     result = cli("train", "-m", "experiment=conv_vs_dense", *tiny_mnist_overrides(mnist_root),
-                 "trainer.epochs=1", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)  # fmt: skip
+                 "trainer.epochs=1", "seed=0", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     params = sorted(
         json.loads(path.read_text())["params"] for path in sweep_dir.glob("*/metrics.json")

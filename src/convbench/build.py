@@ -27,8 +27,9 @@ log = logging.getLogger("convbench")
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; an explicit choice must be available."""
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an explicit choice must be available. A
+    distributed run's processes on one machine take a GPU each (their LOCAL_RANK)."""
     available = {
         "cpu": True,
         "cuda": torch.cuda.is_available(),
@@ -36,12 +37,16 @@ def resolve_device(name: str) -> torch.device:
         and torch.backends.mps.is_available(),
     }
     if name == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
-    if not available[name]:
+        name = next(d for d in ("cuda", "mps", "cpu") if available[d])
+    elif not available[name]:
         raise ConvbenchError(
             f"trainer.device={name} was asked for, but this machine has no {name} device that "
             f"torch can use. Use trainer.device=auto (picks the best available) or trainer.device=cpu."
         )
+    if name == "cuda":  # a rank's own GPU, or the one chosen for this job (current_device)
+        index = local_rank if local_rank else torch.cuda.current_device()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device(name)
 
 
@@ -114,11 +119,13 @@ def input_shape(cfg: DictConfig) -> tuple[int, int, int, int]:
     return (1, int(data.in_channels), int(data.image_size), int(data.image_size))
 
 
-def eval_batches(cfg: DictConfig, split, device: torch.device) -> Batches:
-    """Un-augmented, in-order batches of `split` at the evaluation batch size."""
+def eval_batches(cfg: DictConfig, split, device: torch.device, shard=(0, 1)) -> Batches:
+    """Un-augmented, in-order batches of `split` (this rank's `shard`) at the evaluation batch
+    size."""
     data = cfg.dataset
     return Batches(
         split,
+        shard=shard,
         batch_size=cfg.trainer.eval_batch_size,
         device=device,
         mean=list(data.mean),
@@ -128,11 +135,17 @@ def eval_batches(cfg: DictConfig, split, device: torch.device) -> Batches:
     )
 
 
-def make_batches(cfg: DictConfig, splits, device: torch.device) -> dict[str, Batches]:
+def make_batches(cfg: DictConfig, splits, device: torch.device, here=None) -> dict[str, Batches]:
+    """Training batches (shuffled, augmented) and validation and test batches. In a
+    distributed run each rank takes its shard of the training and validation splits, and
+    trainer.batch_size is the global batch: each rank's is batch_size / world_size (the
+    preflight checks that it divides); the test runs on rank 0 alone, on the whole split."""
     data, trainer = cfg.dataset, cfg.trainer
+    shard = (here.rank, here.world_size) if here is not None else (0, 1)
     train = Batches(
         splits["train"],
-        batch_size=trainer.batch_size,
+        batch_size=trainer.batch_size // shard[1],
+        shard=shard,
         device=device,
         mean=list(data.mean),
         std=list(data.std),
@@ -144,7 +157,7 @@ def make_batches(cfg: DictConfig, splits, device: torch.device) -> dict[str, Bat
     )
     return {
         "train": train,
-        "val": eval_batches(cfg, splits["val"], device),
+        "val": eval_batches(cfg, splits["val"], device, shard),
         "test": eval_batches(cfg, splits["test"], device),
     }
 
@@ -205,32 +218,49 @@ class Run:
     model: nn.Module
     optimization: Optimization
     options: EngineOptions
-    writer: object  # convbench.eventlog.EventLog
+    writer: object  # convbench.eventlog.EventLog (SilentLog on a distributed run's other ranks)
     checkpointer: Checkpointer
     params: int
     macs: int
+    group: object  # convbench.distributed.Solo, or Group in a distributed run
 
     def model_for_training(self) -> nn.Module:
-        """The model, compiled when trainer.compile is set (checkpoints keep the plain one)."""
-        return torch.compile(self.model) if self.cfg.trainer.compile else self.model
+        """The model, compiled when trainer.compile is set, wrapped in DistributedDataParallel
+        in a distributed run (checkpoints keep the plain one)."""
+        model = torch.compile(self.model) if self.cfg.trainer.compile else self.model
+        if not self.group.place.is_distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.device.type != "cuda":
+            return DistributedDataParallel(model)  # gloo, the run's process group
+        import torch.distributed as dist
+
+        nccl = dist.new_group(backend="nccl")  # gradients between GPUs
+        return DistributedDataParallel(model, device_ids=[self.device.index], process_group=nccl)
 
 
 def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> Run:
-    """Data, model, optimization objects, writer and checkpointer for `cfg`.
+    """Data, model, optimization objects, writer and checkpointer for `cfg`, for this process
+    (rank 0 alone writes the run folder in a distributed run, see convbench.distributed).
 
     `purge_step`: on resume, TensorBoard hides events a killed process wrote after last.pt.
     """
-    from convbench.eventlog import EventLog
+    from convbench.distributed import collective, place
+    from convbench.eventlog import EventLog, SilentLog
 
-    trainer = cfg.trainer
+    trainer, here = cfg.trainer, place()
+    group = collective(here)
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
     seed_everything(cfg.seed)
-    device = resolve_device(trainer.device)
+    device = resolve_device(trainer.device, here.local_rank)
     splits = load_splits(cfg.dataset)
     model = build_model(cfg, device, trainer.channels_last)
+    if trainer.sync_bn and here.is_distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimization = build_optimization(cfg, model, device)
-    writer = EventLog(run_dir, purge_step=purge_step)
+    writer = EventLog(run_dir, purge_step=purge_step) if here.is_main else SilentLog()
     checkpointer = Checkpointer(
         run_dir / "checkpoints",
         OmegaConf.to_container(cfg, resolve=True),
@@ -239,6 +269,7 @@ def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> 
         optimization.scheduler,
         optimization.scaler,
         writer,
+        group,
     )
     params = count_parameters(model)
     sizes = {name: f"{len(split):,}" for name, split in splits.items()}
@@ -255,7 +286,7 @@ def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> 
         cfg=cfg,
         run_dir=run_dir,
         device=device,
-        batches=make_batches(cfg, splits, device),
+        batches=make_batches(cfg, splits, device, here),
         model=model,
         optimization=optimization,
         options=engine_options(trainer),
@@ -263,4 +294,5 @@ def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> 
         checkpointer=checkpointer,
         params=params,
         macs=count_macs(cfg),
+        group=group,
     )

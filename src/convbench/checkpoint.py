@@ -89,13 +89,22 @@ def _tuples(value):
 class Checkpointer:
     """Writes `last.pt` (every epoch, and every N steps when asked) and `best.pt` (when
     validation accuracy improves). Flushes TensorBoard first, so the curves on disk never lag
-    behind the checkpoint a resume starts from."""
+    behind the checkpoint a resume starts from.
 
-    def __init__(self, folder: Path, config: dict, model, optimizer, scheduler, scaler, writer):
+    In a distributed run every rank calls `save` at the same step; the ranks' own random states
+    and epoch buffers are gathered (`group`, convbench.distributed) and rank 0 alone writes
+    them, under "ranks", so that each rank resumes exactly where it stood.
+    """
+
+    def __init__(self, folder: Path, config: dict, model, optimizer, scheduler, scaler, writer,
+                 group=None):  # fmt: skip
+        from convbench.distributed import Solo
+
         self.folder = Path(folder)
         self.config = config
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.scaler, self.writer = scaler, writer
+        self.group = group or Solo()
 
     @property
     def last(self) -> Path:
@@ -117,8 +126,14 @@ class Checkpointer:
         }
 
     def save(self, state, is_best: bool) -> None:
+        own = {"rng": rng_states(), "epoch_buffers": state.state_dict()["epoch_buffers"]}
+        ranks = self.group.gather(own)  # every rank's, on every rank; a barrier too
+        if not self.group.place.is_main:
+            return
         self.writer.flush()
         payload = self.payload(state)
+        if len(ranks) > 1:
+            payload["ranks"] = ranks
         for path in (self.last, self.best) if is_best else (self.last,):
             try:
                 save_checkpoint(payload, path)
@@ -140,13 +155,25 @@ class Checkpointer:
     def restore(self, payload: dict[str, Any], state_type):
         """Load every saved state back into the live objects; returns the `state_type`
         (engine.TrainState) the payload holds."""
+        here = self.group.place
+        ranks = payload.get("ranks") or [
+            {"rng": payload["rng"], "epoch_buffers": payload["state"]["epoch_buffers"]}
+        ]
+        if len(ranks) != here.world_size:
+            raise CheckpointError(
+                f"{self.last} was written by a run over {len(ranks)} process(es); this one has "
+                f"{here.world_size}. Resume it with as many: `convbench resume RUN_DIR` for one, "
+                f"`torchrun --nproc-per-node={len(ranks)} -m convbench resume RUN_DIR` for more."
+            )
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
-        restore_rng_states(payload["rng"])
+        mine = ranks[here.rank]
+        restore_rng_states(mine["rng"])
         device = next(self.model.parameters()).device
-        return state_type.from_state_dict(payload["state"], device)
+        saved = {**payload["state"], "epoch_buffers": mine["epoch_buffers"]}
+        return state_type.from_state_dict(saved, device)
 
 
 def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:

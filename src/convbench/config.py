@@ -136,6 +136,9 @@ class TrainerConfig:
     progress: Optional[bool] = None  # None: a bar only on a terminal
     # None: torch's default
     num_threads: Optional[int] = field(default=None, metadata=limits(low=1, high=1024))
+    # processes of one run; more than 1 starts them through torch's elastic launcher
+    devices: int = field(default=1, metadata=limits(low=1, high=1024))
+    sync_bn: bool = False  # batch norm statistics over all processes (SyncBatchNorm)
 
 
 # Pixels of a shift or sides of a square: beyond an image's side every amount does the same, so

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from convbench.distributed import Solo
 from convbench.errors import NonFiniteLoss, RunInterrupted
 from convbench.visuals import log_feature_maps, log_filters, log_histograms, log_sample_batch
 
@@ -52,13 +53,15 @@ class Optimization:
 
 @dataclass
 class RunIO:
-    """What the loop reports to and hears from the world outside it. One object, so that a
-    distributed run can give the real ones to one rank and silent ones to the others."""
+    """What the loop reports to and hears from the world outside it. In a distributed run
+    rank 0 gets the real writer and progress display, the other ranks silent ones, and `group`
+    adds up what makes a metric over the ranks (convbench.distributed)."""
 
     writer: Any  # TensorBoard: convbench.eventlog.EventLog (or a SummaryWriter)
     progress: Any  # convbench.console.BarProgress or NoProgress
     checkpointer: Any  # convbench.checkpoint.Checkpointer
     stop: Any  # convbench.signals.StopRequest: `.requested` is a signal name or None
+    group: Any = field(default_factory=Solo)  # Solo, or distributed.Group: sums over ranks
 
 
 @dataclass
@@ -69,26 +72,23 @@ class StepLosses:
     correct: torch.Tensor  # long [steps]
     size: torch.Tensor  # float [steps]; 0 for a skipped step
 
+    def totals(self, since: int) -> torch.Tensor:
+        """[loss sum, correct, images, loss sum since `since`, images since, non-finite steps]
+        (losses weighted by their batch's size): what adds up over ranks."""
+        weighted = self.loss * self.size
+        sums = [
+            weighted.sum(),
+            self.correct.sum(),
+            self.size.sum(),
+            weighted[since:].sum(),
+            self.size[since:].sum(),
+            (~torch.isfinite(self.loss)).sum(),
+        ]
+        return torch.tensor([value.item() for value in sums], dtype=torch.float64)
+
     def first_nonfinite(self) -> int | None:
         bad = (~torch.isfinite(self.loss)).nonzero()
         return int(bad[0]) if len(bad) else None
-
-    def means(self) -> dict[str, float]:
-        """The epoch so far: sample-weighted mean loss and accuracy ({} before any sample)."""
-        seen = self.size.sum().item()
-        if not seen:
-            return {}
-        return {
-            "loss": (self.loss * self.size).sum().item() / seen,
-            "acc": self.correct.sum().item() / seen,
-        }
-
-    def mean_loss(self, start: int) -> float | None:
-        """Sample-weighted mean loss of the steps from `start` on (None when they hold none)."""
-        sizes = self.size[start:]
-        if not sizes.sum() > 0:
-            return None
-        return ((self.loss[start:] * sizes).sum() / sizes.sum()).item()
 
 
 @dataclass
@@ -170,44 +170,43 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _raise_if_nonfinite(losses: StepLosses, state: TrainState) -> None:
-    bad = losses.first_nonfinite()
-    if bad is None:
+def _raise_if_nonfinite(losses: StepLosses, state: TrainState, anywhere: bool) -> None:
+    """Stop when a loss of this epoch was NaN or infinite (`anywhere`: on any rank)."""
+    if not anywhere:
         return
-    step = state.step - (len(losses.loss) - bad) + 1
+    bad = losses.first_nonfinite()
+    value, where = "NaN or infinite", "on another process of this run"
+    if bad is not None:
+        value, where = losses.loss[bad].item(), f"step {state.step - (len(losses.loss) - bad) + 1}"
     raise NonFiniteLoss(
-        f"the training loss became {losses.loss[bad].item()} at epoch {state.epoch + 1}, step "
-        f"{step}; the run stopped without saving these weights, so checkpoints/last.pt and "
-        "best.pt still hold the last good state. Lower optimizer.lr, set "
-        "trainer.grad_clip_norm, or use trainer.nonfinite_skips=N to skip up to N bad steps."
+        f"the training loss became {value} at epoch {state.epoch + 1}, {where}; the run stopped "
+        "without saving these weights, so checkpoints/last.pt and best.pt still hold the last "
+        "good state. Lower optimizer.lr, set trainer.grad_clip_norm, or use "
+        "trainer.nonfinite_skips=N to skip up to N bad steps."
     )
 
 
-def _log_loss_point(writer, losses: StepLosses, since: int, step: int) -> int:
-    """One train/loss_step point: the mean loss of the steps since the last point (a point per
-    step cost ~45 us of host time each, 2-4% of a small model's step). Returns the new `since`."""
-    mean = losses.mean_loss(since)
-    if mean is None:
-        return since
-    writer.add_scalar("train/loss_step", mean, step)
-    return len(losses.loss)
-
-
 def _sync_point(buffers: EpochBuffers, upto: int, state, io: RunIO, since: int, point: bool):
-    """Read the epoch's first `upto` steps from the device, stop on a non-finite loss, show the
-    running means, and (when `point`) log a loss point. Returns the host copies and the slots
-    now logged."""
+    """Read the epoch's first `upto` steps from the device, add them up over the ranks, stop on
+    a non-finite loss, show the running means, and (when `point`) log a loss point: the mean
+    loss of the steps since the last one (a point per step cost ~45 us of host time each, 2-4%
+    of a small model's step). Returns the epoch's means so far and the slots now logged."""
     losses = buffers.read(upto)
-    _raise_if_nonfinite(losses, state)
-    io.progress.show(**losses.means())
-    if point:
-        since = _log_loss_point(io.writer, losses, since, state.step)
-    return losses, since
+    loss, correct, seen, recent_loss, recent_seen, bad = io.group.sum(losses.totals(since))
+    _raise_if_nonfinite(losses, state, anywhere=bool(bad))
+    means = {"loss": (loss / seen).item(), "acc": (correct / seen).item()} if seen else {}
+    io.progress.show(**means)
+    if point and recent_seen > 0:
+        io.writer.add_scalar("train/loss_step", (recent_loss / recent_seen).item(), state.step)
+        since = upto
+    return means, since
 
 
-def _skip_nonfinite(loss: torch.Tensor, state: TrainState, allowed: int) -> bool:
-    """trainer.nonfinite_skips: whether to drop this step; stops once more than `allowed`."""
-    if torch.isfinite(loss).item():  # host sync, once per step: the price of this mode
+def _skip_nonfinite(loss: torch.Tensor, state: TrainState, allowed: int, group) -> bool:
+    """trainer.nonfinite_skips: whether to drop this step (every rank drops it together, or
+    DDP's gradient exchange would wait forever); stops once more than `allowed`."""
+    finite = torch.isfinite(loss).item()  # host sync, once per step: the price of this mode
+    if not group.any(not finite):
         return False
     state.skipped_steps += 1
     log.warning(
@@ -220,6 +219,13 @@ def _skip_nonfinite(loss: torch.Tensor, state: TrainState, allowed: int) -> bool
             "checkpoints/last.pt. Lower optimizer.lr or set trainer.grad_clip_norm."
         )
     return True
+
+
+def _stop_requested(io: RunIO) -> str | None:
+    """The stop signal's name when this rank, or any rank, got one (all stop at one step)."""
+    if not io.group.any(io.stop.requested is not None):  # one tiny CPU exchange per step
+        return None
+    return io.stop.requested or "a stop signal on another process"
 
 
 def _backward_and_step(model, loss, optimization: Optimization, grad_clip_norm) -> None:
@@ -260,7 +266,8 @@ def train_one_epoch(
             if aux_loss is not None:
                 loss = loss + aux_loss(optimization.loss_fn, labels)
         # backward, clip, step, zero_grad (a non-finite step is dropped only when asked to)
-        if options.nonfinite_skips and _skip_nonfinite(loss, state, options.nonfinite_skips):
+        allowed = options.nonfinite_skips
+        if allowed and _skip_nonfinite(loss, state, allowed, io.group):
             buffers.skip(index)
         else:
             _backward_and_step(model, loss, optimization, options.grad_clip_norm)
@@ -276,16 +283,15 @@ def train_one_epoch(
         # follows validation at the same step, and a last.pt written before validation would let
         # a resume log that step's validation scalars a second time.
         periodic_save = _due(state.step, options.checkpoint_every_n_steps) and index + 1 < steps
-        save = periodic_save or io.stop.requested
-        if save or _due(state.step, options.log_every_n_steps):
+        stop = _stop_requested(io)
+        if periodic_save or stop or _due(state.step, options.log_every_n_steps):
             _, logged = _sync_point(buffers, index + 1, state, io, logged, write_points)
-        if save:
+        if periodic_save or stop:
             io.checkpointer.save(state, is_best=False)
-        if io.stop.requested:
-            raise RunInterrupted(io.stop.requested)
-    losses, _ = _sync_point(buffers, steps, state, io, logged, write_points)
+        if stop:
+            raise RunInterrupted(stop)
+    means, _ = _sync_point(buffers, steps, state, io, logged, write_points)
     elapsed = time.perf_counter() - started
-    means = losses.means()
     return {
         "loss": means.get("loss", 0.0),
         "acc": means.get("acc", 0.0),
@@ -295,8 +301,9 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def evaluate(model, batches, loss_fn, *, num_classes: int, autocast_dtype=None) -> dict:
-    """Mean loss, accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+def evaluate(model, batches, loss_fn, *, num_classes: int, autocast_dtype=None, group=None) -> dict:
+    """Mean loss, accuracy and the confusion matrix (rows: true class, columns: predicted);
+    with `group`, over the shards of every rank."""
     model.eval()
     device = batches.device
     loss_sum = torch.zeros((), device=device)
@@ -308,6 +315,8 @@ def evaluate(model, batches, loss_fn, *, num_classes: int, autocast_dtype=None) 
         confusion += torch.bincount(
             labels * num_classes + logits.argmax(1), minlength=num_classes**2
         )
+    if group is not None:
+        loss_sum, confusion = group.sum(loss_sum), group.sum(confusion)
     confusion = confusion.view(num_classes, num_classes).cpu()  # host sync, once per evaluation
     seen = int(confusion.sum())
     return {
@@ -377,6 +386,7 @@ def fit(
             optimization.loss_fn,
             num_classes=num_classes,
             autocast_dtype=options.autocast_dtype,
+            group=io.group,
         )
         optimization.scheduler.step()
         is_best = _close_epoch(state, train, val, lr)
@@ -392,6 +402,7 @@ def fit(
             log_filters(io.writer, model, state.step, state.epoch)
             log_feature_maps(io.writer, model, batches["val"], state.step, state.epoch)
         io.checkpointer.save(state, is_best=is_best)
-        if io.stop.requested:
-            raise RunInterrupted(io.stop.requested)
+        stop = _stop_requested(io)
+        if stop:
+            raise RunInterrupted(stop)
     return state

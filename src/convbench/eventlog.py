@@ -33,6 +33,22 @@ def _quiet_writer_threads() -> None:
     threading.excepthook = hook
 
 
+class SilentLog:
+    """What a distributed run's other ranks get instead of an EventLog: they write nothing."""
+
+    failed = False
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    add_image = add_images = add_text = add_histogram = add_graph = add_hparams = add_scalar
+
+    def flush(self) -> None:
+        pass
+
+    close = flush
+
+
 class EventLog:
     """SummaryWriter's methods that convbench uses, for the event files of `run_dir`."""
 

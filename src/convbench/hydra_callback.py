@@ -32,10 +32,12 @@ class ConvbenchCallback(Callback):
     sweep_dirs: list[Path] = []  # noqa: RUF012 - shared by Hydra's instance and the caller
 
     def on_run_start(self, config, **kwargs) -> None:
+        from convbench.distributed import place
         from convbench.preflight import preflight
 
         try:
-            _refuse_a_used_folder(Path(str(config.hydra.run.dir)))
+            if place().is_main:  # another rank's folder is rank 0's, which may be writing it
+                _refuse_a_used_folder(Path(str(config.hydra.run.dir)))
             preflight(config)
         except Exception as error:  # a bug too: Hydra would only warn about it
             raise ConfigRejected(error) from None

@@ -17,6 +17,7 @@ from convbench.build import Run, build_run, hparams, plain_config
 from convbench.checkpoint import identity_differences, load_checkpoint
 from convbench.console import make_progress
 from convbench.data import Split
+from convbench.distributed import place
 from convbench.engine import RunIO, TrainState, evaluate, fit
 from convbench.errors import CheckpointError, RunInterrupted, WriteFailed
 from convbench.evaluation import KINDS, UNITS, amount_key, by_kind, robustness
@@ -28,20 +29,39 @@ from convbench.visuals import log_confusion, log_graph
 log = logging.getLogger("convbench")
 
 
+def _writes_the_folder() -> bool:
+    """Rank 0 alone writes the run folder in a distributed run (convbench.distributed)."""
+    return place().is_main
+
+
+def _lock(run_dir: Path):
+    return RunLock(run_dir) if _writes_the_folder() else contextlib.nullcontext()
+
+
+def _status(run_dir: Path, status: str, **details) -> None:
+    if _writes_the_folder():
+        write_status(run_dir, status, **details)
+
+
+def _record(run_dir: Path, status: str, **details) -> None:
+    if _writes_the_folder():
+        record_status(run_dir, status, **details)
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train, validate every epoch, test once with the best weights; returns the final metrics.
 
     The process holds the run folder's lock (convbench.runfolder.RunLock) throughout.
     """
     cfg = plain_config(cfg)
-    with RunLock(run_dir):
-        write_status(run_dir, "running", epochs=cfg.trainer.epochs)
+    with _lock(run_dir):
+        _status(run_dir, "running", epochs=cfg.trainer.epochs)
         try:
             run = build_run(cfg, run_dir)
             if cfg.trainer.init_from:
                 init_weights_from(run, cfg.trainer.init_from)
         except BaseException as exc:
-            record_status(run_dir, "failed", epochs=cfg.trainer.epochs, error=str(exc))
+            _record(run_dir, "failed", epochs=cfg.trainer.epochs, error=str(exc))
             raise
         return execute(run, TrainState())
 
@@ -83,12 +103,13 @@ def resume(run_dir: Path) -> dict:
             + ("" if run_dir.is_dir() else " (the folder does not exist)")
             + ". Pass the folder of a run that saved at least one checkpoint (see `convbench runs`)."
         )
-    with RunLock(run_dir):
+    with _lock(run_dir):
         payload = load_checkpoint(last)
         finished = finished_metrics(run_dir, payload)
         if finished is not None:  # finished while this process waited for the lock
             return finished
-        remove_leftovers(last.parent)  # an interrupted save; last.pt itself is intact
+        if _writes_the_folder():
+            remove_leftovers(last.parent)  # an interrupted save; last.pt itself is intact
         cfg = OmegaConf.create(payload["config"])
         run = build_run(cfg, run_dir, purge_step=payload["state"]["step"] + 1)
         state = run.checkpointer.restore(payload, TrainState)
@@ -114,16 +135,20 @@ def check_belongs_to_run(run_dir: Path, payload: dict) -> None:
 def execute(run: Run, state: TrainState) -> dict:
     """Fit from `state`, then test; keeps status.json true whatever happens."""
     started = time.perf_counter() - sum(e["train_seconds"] for e in state.history)
-    epochs = run.cfg.trainer.epochs
-    write_status(run.run_dir, "running", state=state, epochs=epochs)
+    epochs, main = run.cfg.trainer.epochs, run.group.place.is_main
+    _status(run.run_dir, "running", state=state, epochs=epochs)
     if state.step == 0 and run.cfg.trainer.log_graph:
         log_graph(run.writer, run.model, run.batches["train"])
-    progress = make_progress(run.cfg.trainer.progress)
+    progress = make_progress(run.cfg.trainer.progress if main else False)
     try:
         with StopRequest() as stop:
             try:
                 io = RunIO(
-                    writer=run.writer, progress=progress, checkpointer=run.checkpointer, stop=stop
+                    writer=run.writer,
+                    progress=progress,
+                    checkpointer=run.checkpointer,
+                    stop=stop,
+                    group=run.group,
                 )
                 fit(
                     run.model_for_training(),
@@ -137,15 +162,15 @@ def execute(run: Run, state: TrainState) -> dict:
                 )
             finally:
                 progress.stop()
+            if not main:  # rank 0 tests the best weights and writes the results
+                return {}
             # A stop signal from here on lets the final test finish: the run then has finished.
             metrics = finish(run, state, time.perf_counter() - started)
             if stop.requested:
                 log.warning("%s came during the final test; the run finished", stop.requested)
             return metrics
     except RunInterrupted as stop:
-        record_status(
-            run.run_dir, "interrupted", state=state, epochs=epochs, error=stop.signal_name
-        )
+        _record(run.run_dir, "interrupted", state=state, epochs=epochs, error=stop.signal_name)
         stop.run_dir = str(run.run_dir)
         log.warning(
             "stopped by %s at epoch %d, step %d; saved %s. Resume with: convbench resume %s",
@@ -153,7 +178,7 @@ def execute(run: Run, state: TrainState) -> dict:
         )
         raise
     except BaseException as exc:
-        record_status(run.run_dir, "failed", state=state, epochs=epochs, error=str(exc))
+        _record(run.run_dir, "failed", state=state, epochs=epochs, error=str(exc))
         raise
     finally:
         with contextlib.suppress(WriteFailed):  # reported already, if it matters

@@ -7,7 +7,8 @@
 - images the model cannot take (it is built, and one meta image goes through it, at
   dataset.image_size; when larger images would pass, the message gives the smallest side that
   does);
-- a schedule that fails when stepped through the run's epochs (StepLR with step_size=0, say).
+- a schedule that fails when stepped through the run's epochs (StepLR with step_size=0, say);
+- a global batch that does not split evenly over a distributed run's processes.
 
 Called by Hydra (convbench.hydra_callback) before a single run's folder is made, and by each
 sweep job for its own values.
@@ -31,6 +32,7 @@ def preflight(cfg) -> None:
         check_ranges(cfg)
     except ValueError as exc:
         raise ConvbenchError(str(exc)) from None
+    _check_batch_splits(cfg)
     side = int(cfg.dataset.image_size)
     try:
         model = build_model(cfg, META)
@@ -40,6 +42,21 @@ def preflight(cfg) -> None:
     if not _forward_works(model, input_shape(cfg)):
         _raise_if_too_small(cfg, side)
     _check_schedule(cfg)
+
+
+def _check_batch_splits(cfg) -> None:
+    """The global batch must split evenly over a distributed run's processes."""
+    from convbench.distributed import place
+
+    here = place()
+    processes = here.world_size if here.is_distributed else cfg.trainer.devices
+    if cfg.trainer.batch_size % processes:
+        raise ConvbenchError(
+            f"trainer.batch_size={cfg.trainer.batch_size} does not split over {processes} "
+            f"processes: it is the global batch, and each process takes an equal part. Use a "
+            f"multiple of {processes}, e.g. trainer.batch_size="
+            f"{max(processes, cfg.trainer.batch_size // processes * processes)}."
+        )
 
 
 def _forward_works(model, shape) -> bool:

@@ -27,12 +27,20 @@ def resume(
 
 
 def resume_run(folder: Path) -> None:
+    from convbench.checkpoint import load_checkpoint
     from convbench.console import log_to_run_folder
+    from convbench.distributed import join, launch_local, leave, place
     from convbench.lifecycle import finished_metrics
     from convbench.lifecycle import resume as resume_in_place
 
+    here = place()
     if (folder / "checkpoints" / "last.pt").is_file():
-        finished = finished_metrics(folder)
+        payload = load_checkpoint(folder / "checkpoints" / "last.pt")
+        processes = len(payload.get("ranks") or [None])
+        finished = finished_metrics(folder, payload)
+        if finished is None and processes > 1 and not here.is_distributed:
+            # A run of several processes continues on as many, started as `train` started them.
+            raise typer.Exit(launch_local(processes, ["resume", str(folder)]))
         if finished is not None:  # nothing to do; nothing written, not even to train.log
             epochs, accuracy = finished.get("epochs", "?"), finished.get("test_acc", float("nan"))
             typer.echo(
@@ -40,8 +48,15 @@ def resume_run(folder: Path) -> None:
                 "nothing to do."
             )
             return
-    with log_to_run_folder(folder):
-        resume_in_place(folder)
+    join(here)
+    try:
+        if not here.is_main:  # rank 0 alone writes the run folder, train.log included
+            resume_in_place(folder)
+            return
+        with log_to_run_folder(folder):
+            resume_in_place(folder)
+    finally:
+        leave()
 
 
 def resume_sweep(sweep_dir: Path) -> int:

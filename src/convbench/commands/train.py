@@ -51,6 +51,7 @@ def run_hydra(overrides: list[str]) -> int:
 
     from convbench import config
     from convbench.compose import describe_config_error
+    from convbench.distributed import leave
     from convbench.files import write_failed
     from convbench.hydra_callback import ConfigRejected, ConvbenchCallback
     from convbench.paths import config_dir
@@ -58,6 +59,7 @@ def run_hydra(overrides: list[str]) -> int:
 
     config.register()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # we print errors ourselves, without Hydra's wording
+    overrides = _one_folder_for_all_ranks(overrides)
     sys.argv = ["convbench train", *overrides]
     entry = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
     ConvbenchCallback.sweep_dirs.clear()
@@ -76,6 +78,7 @@ def run_hydra(overrides: list[str]) -> int:
     except Exception as exc:
         if not is_job_failure(exc, failed_jobs(ConvbenchCallback.sweep_dirs)):
             raise  # not a job's failure: a bug around the sweep
+    leave()
     if _single_run_failure:
         raise _single_run_failure.pop()
     failed = failed_jobs(ConvbenchCallback.sweep_dirs)
@@ -86,6 +89,57 @@ def run_hydra(overrides: list[str]) -> int:
             typer.echo(f"  job {job['num']} ({job['run_dir']}): {error}", err=True)
         return EXIT_FAILED_JOBS
     return 0
+
+
+def _one_folder_for_all_ranks(overrides: list[str]) -> list[str]:
+    """In a distributed run (torchrun), every process runs this command; they must share one
+    run folder, and only rank 0 may write it. Rank 0 chooses the folder (hydra.run.dir as it
+    resolves, unless the command line gives it) and tells the others, which write no .hydra/
+    and no train.log. Outside torchrun: the overrides unchanged."""
+    from convbench.distributed import broadcast_text, join, place
+
+    here = place()
+    if not here.is_distributed:
+        return overrides
+    if any(arg in ("-m", "--multirun") for arg in overrides):
+        raise ConvbenchError(
+            "a sweep (-m) cannot run inside torchrun: start the sweep as usual and give each "
+            "job several processes with trainer.devices=N, or use a launcher "
+            "(hydra/launcher=submitit_slurm with one task per process)."
+        )
+    join(here)
+    if not any(arg.startswith("hydra.run.dir=") for arg in overrides):
+        folder = broadcast_text(_resolved_run_dir(overrides) if here.is_main else None, here)
+        if not folder:  # rank 0 could not compose the config: it reports why
+            raise ConvbenchError("rank 0 could not compose the run's config; see its message.")
+        overrides = [*overrides, f"hydra.run.dir={_quoted(folder)}"]
+    if here.is_main:
+        return overrides
+    # The other ranks log nothing: no .hydra/, no train.log, and no console handler to tune.
+    own = [arg for arg in overrides if "hydra.job_logging" not in arg]
+    return [
+        *own,
+        "hydra.output_subdir=null",
+        "hydra/job_logging=disabled",
+        "hydra/hydra_logging=disabled",
+    ]
+
+
+def _quoted(text: str) -> str:
+    from convbench.compose import quoted
+
+    return quoted(text)
+
+
+def _resolved_run_dir(overrides: list[str]) -> str:
+    """hydra.run.dir as `convbench train OVERRIDES` would resolve it ("" when it cannot)."""
+    from convbench.compose import compose
+
+    flags = [arg for arg in overrides if not arg.startswith("-")]
+    try:
+        return str(compose(flags, with_hydra=True).hydra.run.dir)
+    except Exception:  # the real composition, next, reports the mistake in full
+        return ""
 
 
 def _task(cfg) -> dict:
@@ -120,18 +174,60 @@ def _run_job(cfg, run_dir: Path, sweeping: bool) -> dict:
     from omegaconf.errors import OmegaConfBaseException
 
     from convbench.compose import describe_config_error
+    from convbench.distributed import place
     from convbench.lifecycle import resume as resume_run
     from convbench.lifecycle import train as train_run
     from convbench.preflight import preflight
 
     try:
         if sweeping:  # a single run was checked before its folder was made
+            _share_the_machine(cfg)
             preflight(cfg)
             if (run_dir / "checkpoints" / "last.pt").is_file():
                 return resume_run(run_dir)
+        if cfg.trainer.devices > 1 and not place().is_distributed:
+            _train_on_devices(cfg.trainer.devices, run_dir)
         return train_run(cfg, run_dir)
     except (HydraException, OmegaConfBaseException) as exc:  # a value that cannot resolve
         raise ConvbenchError(describe_config_error(exc)) from None
+
+
+def _share_the_machine(cfg) -> None:
+    """Jobs the joblib launcher runs side by side on one machine: unless trainer.num_threads
+    says otherwise, each takes an equal part of the cores (torch's default would give every
+    job all of them, and they would fight over them); with several GPUs, job k takes GPU
+    k mod their number."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    if "joblib" not in str(hydra_cfg.launcher.get("_target_", "")).lower():
+        return
+    import torch
+
+    cores = os.cpu_count() or 1
+    jobs = int(hydra_cfg.launcher.get("n_jobs") or -1)
+    side_by_side = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 = every core
+    if cfg.trainer.num_threads is None:
+        torch.set_num_threads(max(1, cores // side_by_side))
+    log.info(
+        "job %s: %d torch thread(s), %d job(s) side by side on %d cores",
+        hydra_cfg.job.num,
+        torch.get_num_threads(),
+        side_by_side,
+        cores,
+    )
+    if torch.cuda.device_count() > 1:
+        torch.cuda.set_device(hydra_cfg.job.num % torch.cuda.device_count())
+
+
+def _train_on_devices(devices: int, run_dir: Path) -> None:
+    """trainer.devices=N: the run's N processes, started by torch's elastic launcher, train it
+    in the folder Hydra just made; this process waits and exits with their exit code."""
+    from convbench.distributed import launch_local
+
+    arguments = [arg for arg in sys.argv[1:] if not arg.startswith("hydra.run.dir=")]
+    code = launch_local(devices, ["train", *arguments, f"hydra.run.dir={_quoted(str(run_dir))}"])
+    raise SystemExit(code)
 
 
 def _record_failure(run_dir: Path, exc: Exception) -> None:

@@ -3,7 +3,8 @@
 No DataLoader and no per-sample Python: a batch is one index into the uint8 tensor, then a
 conversion, normalization and augmentation of the whole batch on the device. Shuffling and
 augmentation draw from generators seeded by (seed, epoch, batch index), so any batch of any epoch
-can be rebuilt exactly, which is what makes mid-epoch resume exact.
+can be rebuilt exactly, which is what makes mid-epoch resume exact. In a distributed run each
+process takes its shard of every epoch (`Batches.num_samples`).
 """
 
 import math
@@ -99,9 +100,11 @@ class Batches:
         augment=None,
         channels_last: bool = False,
         seed: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
+        self.rank, self.world_size = shard
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.image_size = image_size
@@ -117,11 +120,24 @@ class Batches:
         self.shift = mean_t / std_t
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        return math.ceil(self.num_samples / self.batch_size)
 
     @property
     def num_samples(self) -> int:
-        return len(self.labels)
+        """Images this process takes per epoch: its shard of the split.
+
+        Shuffled (training) splits are cut into equal shards, rank r taking every world_size-th
+        image of the epoch's permutation from position r; the last `n % world_size` images of
+        the permutation, a different few each epoch, are left out, so every rank runs the same
+        number of steps and none waits forever for another. In-order (evaluation) splits are
+        cut the same way without leaving anything out: every image is tested exactly once.
+        """
+        count = len(self.labels)
+        if self.world_size == 1:
+            return count
+        if self.shuffle:
+            return count // self.world_size
+        return len(range(self.rank, count, self.world_size))
 
     def _generator(self, *key: int) -> torch.Generator:
         # Distinct streams for (seed, epoch[, batch]) without keeping generator state around.
@@ -137,13 +153,18 @@ class Batches:
             order = torch.randperm(n, generator=self._generator(epoch), device=self.device)
         else:
             order = torch.arange(n, device=self.device)
+        if self.world_size > 1:  # this rank's shard (see num_samples)
+            end = self.num_samples * self.world_size if self.shuffle else n
+            order = order[self.rank : end : self.world_size]
         for index in range(start_batch, len(self)):
             idx = order[index * self.batch_size : (index + 1) * self.batch_size]
             yield self._prepare(self.images[idx], epoch, index), self.labels[idx]
 
     def _prepare(self, images: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
         if self.crop_padding or self.flip:
-            generator = self._generator(epoch, index)
+            # Each rank its own draws (a single process keeps the (epoch, batch) key).
+            key = (epoch, index) if self.world_size == 1 else (epoch, index, self.rank)
+            generator = self._generator(*key)
             if self.crop_padding:
                 images = random_crop(images, self.crop_padding, generator)
             if self.flip:

@@ -1,0 +1,136 @@
+"""One run over two processes with DistributedDataParallel on gloo, as torchrun starts them
+and as `trainer.devices=2` starts them: one run folder written by rank 0 alone, the weights of
+a single process with the same global batch (within 1e-4: the ranks add their gradients in
+another order), an exact resume after a SIGKILL of the whole group, a SIGTERM to one rank
+stopping both at one step."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from convbench.checkpoint import load_checkpoint
+from convbench.runfolder import find_run_dirs
+from helpers.cli import (
+    cli_env,
+    finish,
+    run_cli,
+    slow_overrides,
+    start,
+    tiny_mnist_overrides,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+TOLERANCE = 1e-4  # largest weight difference to one process after two epochs (seen: ~1e-5)
+TIMING_KEYS = {"wall_time_s", "train_images_per_sec", "train_seconds"}
+
+
+def torchrun(*args: str, cwd: Path, **popen) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node=2", "-m", "convbench", *args]  # fmt: skip
+    return subprocess.Popen(command, cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)  # fmt: skip
+
+
+def weights(run_dir: Path, name: str = "last.pt") -> dict:
+    return load_checkpoint(run_dir / "checkpoints" / name)["model"]
+
+
+def comparable(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    strip = lambda record: {k: v for k, v in record.items() if k not in TIMING_KEYS}  # noqa: E731 - a one-line filter
+    return {**strip(metrics), "history": [strip(h) for h in metrics["history"]]}
+
+
+def test_torchrun_makes_one_run_that_matches_one_process(mnist_root, tmp_path):
+    overrides = [*tiny_mnist_overrides(mnist_root), "trainer.batch_size=64"]
+    finish(torchrun("train", *overrides, cwd=tmp_path), expected=0)
+    runs = find_run_dirs(tmp_path / "outputs")
+    assert len(runs) == 1, f"one folder for the run, chosen once: {runs}"
+    run_dir = runs[0]
+    # events.out.tfevents.<time>.<host>.<pid>.<n>: the writing process's pid
+    writers = {path.name.rsplit(".", 2)[1] for path in run_dir.glob("events.out.tfevents.*")}
+    status = json.loads((run_dir / "status.json").read_text())
+    assert writers == {str(status["pid"])}, "rank 0 alone wrote TensorBoard and the status"
+    assert len(list(run_dir.glob("*.log"))) == 1 and (run_dir / ".hydra").is_dir()
+    assert len(load_checkpoint(run_dir / "checkpoints" / "last.pt")["ranks"]) == 2
+
+    single = tmp_path / "single"
+    assert run_cli("train", *overrides, "trainer.num_threads=1", f"hydra.run.dir={single}",
+                   cwd=tmp_path).returncode == 0  # fmt: skip
+    ours, theirs = weights(run_dir), weights(single)
+    difference = max((ours[k] - theirs[k]).abs().max().item() for k in theirs)
+    assert difference < TOLERANCE, difference
+    epochs = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+
+
+def test_devices_2_equals_torchrun_and_resumes_exactly_after_a_sigkill(mnist_root, tmp_path):
+    overrides = [*slow_overrides(mnist_root, tmp_path / "unused", epochs=8)]
+    overrides = [o for o in overrides if not o.startswith("hydra.run.dir=")]
+    reference = tmp_path / "reference"
+    finish(torchrun("train", *overrides, f"hydra.run.dir={reference}", cwd=tmp_path))
+
+    run_dir = tmp_path / "run"
+    proc = start("train", *overrides, "trainer.devices=2", f"hydra.run.dir={run_dir}",
+                 cwd=tmp_path)  # fmt: skip
+    last = run_dir / "checkpoints" / "last.pt"
+    wait_until(lambda: last.is_file() and load_checkpoint(last)["state"]["step"] >= 10, proc,
+               "a checkpoint in epoch 2")  # fmt: skip
+    # The launcher and both ranks (torch's launcher gives each rank a session of its own), as a
+    # pre-emption kills a job's every process: no time to save.
+    ranks = [rank_pid(run_dir, rank) for rank in (0, 1)]
+    for pid in (proc.pid, *ranks):
+        os.kill(pid, signal.SIGKILL)
+    finish(proc, expected=-signal.SIGKILL)
+    assert not (run_dir / "metrics.json").exists()
+
+    finish(start("resume", str(run_dir), cwd=tmp_path))  # starts its two processes itself
+    for name in ("last.pt", "best.pt"):
+        ours, theirs = weights(run_dir, name), weights(reference, name)
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), name
+    assert comparable(run_dir) == comparable(reference)
+
+
+def rank_pid(run_dir: Path, rank: int) -> int | None:
+    """The pid of the process with RANK=`rank` training `run_dir` (read from /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(run_dir) in command and f"RANK={rank}".encode() in environment:
+            return int(entry.name)
+    return None
+
+
+def test_a_sigterm_to_one_rank_stops_both_with_one_checkpoint(mnist_root, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [o for o in slow_overrides(mnist_root, run_dir, epochs=3)]
+    proc = start("train", *overrides, "trainer.devices=2", cwd=tmp_path)
+    wait_until(lambda: (run_dir / "checkpoints" / "last.pt").is_file(), proc, "a checkpoint")
+    wait_until(lambda: rank_pid(run_dir, 1) is not None, proc, "rank 1 to be found")
+    os.kill(rank_pid(run_dir, 1), signal.SIGTERM)
+    output = finish(proc, expected=3)
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "interrupted"
+    saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert saved["state"]["step"] == status["step"], "both ranks stopped at the saved step"
+    assert len(saved["ranks"]) == 2
+    assert f"convbench resume {run_dir}" in output
+
+
+def test_a_global_batch_that_does_not_split_is_refused(mnist_root, tmp_path):
+    result = run_cli("train", *tiny_mnist_overrides(mnist_root), "trainer.batch_size=63",
+                     "trainer.devices=2", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "does not split over 2 processes" in result.stderr
+    assert not (tmp_path / "outputs").exists()
