@@ -77,3 +77,14 @@ def test_startup_smoke(tmp_path):
     assert len(verdicts) == 2 and all(re.match(r"(PASS|FAIL)  ", line) for line in verdicts)
     saved = json.loads(results_file.read_text())
     assert all(value > 0 for value in saved["times_s"]["first step"])
+
+
+@pytest.mark.slow
+def test_sweep_parallel_reports_both_sweeps_and_the_speed_up():
+    output = run_script("sweep_parallel.py", timeout=900)
+    found = re.search(
+        rf"serial ({NUMBER}) s, 2 at a time ({NUMBER}) s, speed-up ({NUMBER})x", output
+    )
+    assert found, output
+    serial, parallel, speed_up = (float(g.replace(",", "")) for g in found.groups())
+    assert serial > 0 and parallel > 0 and speed_up == pytest.approx(serial / parallel, rel=0.02)
