@@ -105,12 +105,31 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(cfg: DictConfig) -> int:
+def count_macs(cfg: DictConfig, model: nn.Module | None = None) -> int:
     """Multiply-accumulates per image (convbench.summary's convention), counted on a copy of
     the model on the meta device: no weights, no arithmetic."""
     from convbench.summary import summarize
 
-    return summarize(build_model(cfg, torch.device("meta")), input_shape(cfg))["macs"]
+    model = model or build_model(cfg, torch.device("meta"))
+    return summarize(model, input_shape(cfg))["macs"]
+
+
+def settle_choices(cfg: DictConfig, device: torch.device) -> tuple[int, dict]:
+    """Replace trainer.precision=auto and trainer.channels_last=auto in `cfg` by what
+    convbench.choices picks for this device and model (so the run's checkpoints, and `eval`,
+    hold the concrete values); returns the MACs per image and {setting: [value, reason]}."""
+    from convbench.choices import choose_channels_last, choose_precision
+
+    meta_model = build_model(cfg, torch.device("meta"))
+    macs = count_macs(cfg, meta_model)
+    trainer = cfg.trainer
+    precision = choose_precision(str(trainer.precision), device, macs)
+    layout = choose_channels_last(trainer.channels_last, meta_model, device, macs)
+    trainer.precision, trainer.channels_last = precision.value, layout.value
+    return macs, {
+        "precision": [precision.value, precision.reason],
+        "channels_last": [layout.value, layout.reason],
+    }
 
 
 def input_shape(cfg: DictConfig) -> tuple[int, int, int, int]:
@@ -172,17 +191,45 @@ def engine_options(trainer: DictConfig) -> EngineOptions:
         autocast_dtype=AUTOCAST_DTYPES[trainer.precision],
         log_images=trainer.log_images,
         histogram_every_n_epochs=trainer.histogram_every_n_epochs,
+        early_stop_patience=trainer.get("early_stop_patience", 0),
     )
 
 
 def build_optimization(cfg: DictConfig, model: nn.Module, device: torch.device) -> Optimization:
+    """Loss (with trainer.label_smoothing), optimizer, scheduler (after scheduler.warmup_epochs
+    of linear warm-up), the fp16 scaler, and the average of the weights (trainer.ema)."""
+    trainer = cfg.trainer
     optimizer = build("optimizer", cfg.optimizer, params=model.parameters())
     return Optimization(
-        loss_fn=nn.CrossEntropyLoss(),
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=trainer.get("label_smoothing", 0.0)),
         optimizer=optimizer,
-        scheduler=build("scheduler", cfg.scheduler, optimizer=optimizer),
-        scaler=torch.amp.GradScaler(device.type, enabled=cfg.trainer.precision == "fp16"),
+        scheduler=build_scheduler(cfg.scheduler, optimizer),
+        scaler=torch.amp.GradScaler(device.type, enabled=trainer.precision == "fp16"),
+        ema=_averaged(model, trainer.get("ema", 0.0)),
     )
+
+
+def build_scheduler(node: DictConfig, optimizer):
+    """The scheduler's class with the config's arguments, after `warmup_epochs` epochs whose
+    learning rate rises linearly to the optimizer's (a convbench key, not the class's)."""
+    settings = OmegaConf.to_container(node, resolve=True)
+    warmup = settings.pop("warmup_epochs", 0)
+    main = build("scheduler", OmegaConf.create(settings), optimizer=optimizer)
+    if not warmup:
+        return main
+    rise = torch.optim.lr_scheduler.LinearLR(
+        optimizer, start_factor=1 / (warmup + 1), end_factor=1.0, total_iters=warmup
+    )
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [rise, main], milestones=[warmup])
+
+
+def _averaged(model: nn.Module, decay: float):
+    """An exponential moving average of `model`'s weights and buffers, or None (decay 0)."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def hparams(cfg: DictConfig) -> dict:
@@ -222,7 +269,8 @@ class Run:
     checkpointer: Checkpointer
     params: int
     macs: int
-    group: object  # convbench.distributed.Solo, or Group in a distributed run
+    group: object
+    choices: dict  # {"precision": [value, reason], "channels_last": [...]} (settle_choices)  # convbench.distributed.Solo, or Group in a distributed run
 
     def model_for_training(self) -> nn.Module:
         """The model, compiled when trainer.compile is set, wrapped in DistributedDataParallel
@@ -255,6 +303,7 @@ def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> 
         torch.set_num_threads(trainer.num_threads)
     seed_everything(cfg.seed)
     device = resolve_device(trainer.device, here.local_rank)
+    macs, choices = settle_choices(cfg, device)
     splits = load_splits(cfg.dataset)
     model = build_model(cfg, device, trainer.channels_last)
     if trainer.sync_bn and here.is_distributed:
@@ -270,16 +319,18 @@ def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> 
         optimization.scaler,
         writer,
         group,
+        optimization.ema,
     )
     params = count_parameters(model)
     sizes = {name: f"{len(split):,}" for name, split in splits.items()}
     log.info(
-        "%s on %s (%s train / %s val / %s test images), %s parameters, device %s -> %s",
+        "%s on %s (%s train / %s val / %s test images), %s parameters, device %s, %s, %s -> %s",
         cfg.model._target_.rsplit(".", 1)[-1],
         cfg.dataset.name,
         *(sizes["train"], sizes["val"], sizes["test"]),
         f"{params:,}",
         device,
+        *(f"{name} {value} ({reason})" for name, (value, reason) in choices.items()),
         run_dir,
     )
     return Run(
@@ -293,6 +344,7 @@ def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> 
         writer=writer,
         checkpointer=checkpointer,
         params=params,
-        macs=count_macs(cfg),
+        macs=macs,
         group=group,
+        choices=choices,
     )

@@ -96,8 +96,18 @@ class Checkpointer:
     them, under "ranks", so that each rank resumes exactly where it stood.
     """
 
-    def __init__(self, folder: Path, config: dict, model, optimizer, scheduler, scaler, writer,
-                 group=None):  # fmt: skip
+    def __init__(
+        self,
+        folder: Path,
+        config: dict,
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        writer,
+        group=None,
+        ema=None,
+    ):
         from convbench.distributed import Solo
 
         self.folder = Path(folder)
@@ -105,6 +115,7 @@ class Checkpointer:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.scaler, self.writer = scaler, writer
         self.group = group or Solo()
+        self.ema = ema  # trainer.ema's AveragedModel: in last.pt, and best.pt's weights
 
     @property
     def last(self) -> Path:
@@ -123,6 +134,7 @@ class Checkpointer:
             "scaler": self.scaler.state_dict(),
             "state": state.state_dict(),
             "rng": rng_states(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def save(self, state, is_best: bool) -> None:
@@ -135,6 +147,9 @@ class Checkpointer:
         if len(ranks) > 1:
             payload["ranks"] = ranks
         for path in (self.last, self.best) if is_best else (self.last,):
+            if path == self.best and self.ema is not None:
+                # best.pt's weights are the average's: what was validated, what `eval` tests.
+                payload = {**payload, "model": self.ema.module.state_dict()}
             try:
                 save_checkpoint(payload, path)
             except OSError as exc:
@@ -169,6 +184,8 @@ class Checkpointer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(payload["ema"])
         mine = ranks[here.rank]
         restore_rng_states(mine["rng"])
         device = next(self.model.parameters()).device

@@ -24,6 +24,7 @@ class Device(StrEnum):
 
 
 class Precision(StrEnum):
+    auto = "auto"  # convbench.choices: bf16 where it is native and pays, else fp32
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
@@ -117,7 +118,8 @@ class TrainerConfig:
     eval_batch_size: int = field(default=MISSING, metadata=limits(low=1))
     device: Device = MISSING
     precision: Precision = MISSING
-    channels_last: bool = MISSING
+    # auto | true | false (a string: YAML's true/false arrive as "True"/"False"); convbench.choices
+    channels_last: str = MISSING
     compile: bool = MISSING
     grad_clip_norm: Optional[float] = field(default=None, metadata=limits(low=0, off="no clipping"))
     log_every_n_steps: int = field(
@@ -136,6 +138,13 @@ class TrainerConfig:
     progress: Optional[bool] = None  # None: a bar only on a terminal
     # None: torch's default
     num_threads: Optional[int] = field(default=None, metadata=limits(low=1, high=1024))
+    # cross-entropy against (1 - s) one-hot + s uniform targets (Szegedy et al. 2016); 0: off
+    label_smoothing: float = field(default=0.0, metadata=limits(low=0, high=0.5))
+    # an exponential moving average of the weights with this decay (e.g. 0.999) is what is
+    # validated, kept as best.pt and tested; 0: off
+    ema: float = field(default=0.0, metadata=limits(low=0, high=0.99999, off="no average"))
+    # stop when validation accuracy has not improved for N epochs; 0: off
+    early_stop_patience: int = field(default=0, metadata=limits(low=0, off="never stop early"))
     # processes of one run; more than 1 starts them through torch's elastic launcher
     devices: int = field(default=1, metadata=limits(low=1, high=1024))
     sync_bn: bool = False  # batch norm statistics over all processes (SyncBatchNorm)
@@ -243,3 +252,5 @@ def register() -> None:
     OmegaConf.register_new_resolver(
         "convbench_uid", lambda: secrets.token_hex(3), use_cache=True, replace=True
     )
+    # ${minus:a,b}: a - b, e.g. the epochs a schedule has after its warm-up.
+    OmegaConf.register_new_resolver("minus", lambda a, b: a - b, replace=True)

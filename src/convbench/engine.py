@@ -39,6 +39,8 @@ class EngineOptions:
     autocast_dtype: torch.dtype | None = None  # bf16/fp16 autocast; None runs in fp32
     log_images: bool = True  # the first batch; after every epoch first-layer filters, feature maps
     histogram_every_n_epochs: int = 0  # weight/gradient histograms; 0: off
+    early_stop_patience: int = 0  # stop after N epochs without a better validation; 0: off
+    estimate_after_steps: int = 30  # one line with images/s and the run's estimated time
 
 
 @dataclass
@@ -49,6 +51,13 @@ class Optimization:
     optimizer: torch.optim.Optimizer
     scheduler: Any  # a torch.optim.lr_scheduler, stepped once per epoch
     scaler: torch.amp.GradScaler  # enabled for fp16 only
+    # trainer.ema: torch.optim.swa_utils.AveragedModel, updated after every step; it is what
+    # validation sees (and best.pt holds). None: off.
+    ema: Any = None
+
+    def evaluated(self, model):
+        """The weights validation and the test use: the average when there is one."""
+        return self.ema if self.ema is not None else model
 
 
 @dataclass
@@ -139,6 +148,7 @@ class TrainState:
     best_val_acc: float = -math.inf
     best_epoch: int = 0
     skipped_steps: int = 0  # non-finite steps skipped (trainer.nonfinite_skips)
+    stopped_early: bool = False  # trainer.early_stop_patience ended the run
     history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
     epoch_buffers: EpochBuffers | None = None  # the unfinished epoch's, on the device
 
@@ -221,6 +231,22 @@ def _skip_nonfinite(loss: torch.Tensor, state: TrainState, allowed: int, group) 
     return True
 
 
+def _log_estimate(buffers, upto, trained, started, batches, state, epochs) -> None:
+    """One line after the first steps of this process: images/s so far and the time the rest
+    of the run's training should take at that pace (validation and tests come on top)."""
+    buffers.read(upto)  # host sync: the steps so far have really run
+    rate = trained / max(time.perf_counter() - started, 1e-9)
+    left = batches.num_samples * (epochs - state.epoch) - state.batch_in_epoch * batches.batch_size
+    minutes, seconds = divmod(round(max(left, 0) / rate), 60)
+    log.info(
+        "after %d steps: %s images/s; the %d epoch(s) left should take about %s of training",
+        upto,
+        f"{rate:,.0f}",
+        epochs - state.epoch,
+        f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min {seconds} s",
+    )
+
+
 def _stop_requested(io: RunIO) -> str | None:
     """The stop signal's name when this rank, or any rank, got one (all stop at one step)."""
     if not io.group.any(io.stop.requested is not None):  # one tiny CPU exchange per step
@@ -236,6 +262,8 @@ def _backward_and_step(model, loss, optimization: Optimization, grad_clip_norm) 
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
     scaler.step(optimizer)
     scaler.update()
+    if optimization.ema is not None:
+        optimization.ema.update_parameters(model)
 
 
 def train_one_epoch(
@@ -246,8 +274,10 @@ def train_one_epoch(
     *,
     options: EngineOptions,
     io: RunIO,
+    epochs: int = 0,
 ) -> dict:
-    """Train on the rest of epoch `state.epoch`; returns mean loss, accuracy and images/s."""
+    """Train on the rest of epoch `state.epoch`; returns mean loss, accuracy and images/s.
+    `epochs`: the run's, for a one-line estimate of its time after the first steps (0: none)."""
     model.train()
     if state.epoch_buffers is None:
         state.epoch_buffers = EpochBuffers.for_epoch(batches)
@@ -279,6 +309,8 @@ def train_one_epoch(
         state.batch_in_epoch = index + 1
         trained += len(labels)
         io.progress.advance(len(labels))
+        if index + 1 - first == options.estimate_after_steps and epochs:
+            _log_estimate(buffers, index + 1, trained, started, batches, state, epochs)
         # log and checkpoint. No periodic save on the epoch's last batch: the epoch-end save
         # follows validation at the same step, and a last.pt written before validation would let
         # a resume log that step's validation scalars a second time.
@@ -374,14 +406,22 @@ def fit(
     `batches` maps "train" and "val" to `Batches`. `io.stop.requested` (set by a signal handler)
     ends the run after the current step with last.pt written (`RunInterrupted`).
     """
-    while state.epoch < epochs:
+    first_epoch = True
+    while state.epoch < epochs and not state.stopped_early:
         lr = optimization.optimizer.param_groups[0]["lr"]
         io.progress.start_epoch(state.epoch + 1, epochs, batches["train"].num_samples)
         train = train_one_epoch(
-            model, batches["train"], optimization, state, options=options, io=io
-        )
-        val = evaluate(
             model,
+            batches["train"],
+            optimization,
+            state,
+            options=options,
+            io=io,
+            epochs=epochs if first_epoch else 0,  # the estimate, once per process
+        )
+        first_epoch = False
+        val = evaluate(
+            optimization.evaluated(model),
             batches["val"],
             optimization.loss_fn,
             num_classes=num_classes,
@@ -401,6 +441,10 @@ def fit(
             # every conv layer's outputs for the same few validation images.
             log_filters(io.writer, model, state.step, state.epoch)
             log_feature_maps(io.writer, model, batches["val"], state.step, state.epoch)
+        patience = options.early_stop_patience
+        if patience and state.epoch - state.best_epoch >= patience and state.epoch < epochs:
+            state.stopped_early = True
+            log.info("stopping early: no better validation accuracy for %d epochs", patience)
         io.checkpointer.save(state, is_best=is_best)
         stop = _stop_requested(io)
         if stop:

@@ -89,7 +89,8 @@ def finished_metrics(run_dir: Path, payload: dict | None = None) -> dict | None:
     metrics = read_json(run_dir / METRICS_FILE)
     if metrics is None:
         return None
-    done = payload["state"]["epoch"] >= payload["config"]["trainer"]["epochs"]
+    saved = payload["state"]
+    done = saved["epoch"] >= payload["config"]["trainer"]["epochs"] or saved.get("stopped_early")
     return metrics if done else None
 
 
@@ -119,9 +120,12 @@ def resume(run_dir: Path) -> dict:
 
 def check_belongs_to_run(run_dir: Path, payload: dict) -> None:
     """Refuse a last.pt that belongs to another run (copied in from elsewhere)."""
+    from convbench import config
+
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         return
+    config.register()  # the resolvers the saved config may use (${minus:...})
     run_config = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
     diffs = identity_differences(payload, run_config)
     if diffs:
@@ -264,9 +268,13 @@ def final_metrics(state: TrainState, test: dict, run: Run, wall_time_s: float) -
         "epochs": state.epoch,
         "steps": state.step,
         "skipped_steps": state.skipped_steps,
+        "stopped_early": state.stopped_early,
         "train_images_per_sec": train_images / train_seconds if train_seconds else 0.0,
         "params": run.params,
         "macs": run.macs,
+        "precision": run.choices["precision"][0],
+        "channels_last": run.choices["channels_last"][0],
+        "choices": run.choices,
         "wall_time_s": wall_time_s,
         "model": run.cfg.model._target_,
         "dataset": run.cfg.dataset.name,

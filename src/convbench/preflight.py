@@ -19,7 +19,7 @@ import warnings
 import torch
 from omegaconf import OmegaConf
 
-from convbench.build import build, build_model, input_shape
+from convbench.build import build, build_model, build_scheduler, input_shape
 from convbench.config import check_ranges
 from convbench.errors import ConvbenchError
 
@@ -33,6 +33,7 @@ def preflight(cfg) -> None:
     except ValueError as exc:
         raise ConvbenchError(str(exc)) from None
     _check_batch_splits(cfg)
+    _check_switches(cfg)
     side = int(cfg.dataset.image_size)
     try:
         model = build_model(cfg, META)
@@ -42,6 +43,17 @@ def preflight(cfg) -> None:
     if not _forward_works(model, input_shape(cfg)):
         _raise_if_too_small(cfg, side)
     _check_schedule(cfg)
+
+
+def _check_switches(cfg) -> None:
+    from convbench.choices import SWITCH_VALUES
+
+    value = str(cfg.trainer.channels_last)
+    if value.lower() not in SWITCH_VALUES:
+        raise ConvbenchError(
+            f"trainer.channels_last={value} is not one of {', '.join(SWITCH_VALUES)} "
+            "(auto: channels_last for conv nets big enough to gain from it)."
+        )
 
 
 def _check_batch_splits(cfg) -> None:
@@ -111,7 +123,7 @@ def _check_schedule(cfg) -> None:
     """Step the optimizer's schedule through every epoch of the run on a one-number parameter."""
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = build("optimizer", cfg.optimizer, params=[parameter])
-    scheduler = build("scheduler", cfg.scheduler, optimizer=optimizer)
+    scheduler = build_scheduler(cfg.scheduler, optimizer)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"

@@ -1,0 +1,140 @@
+"""Fast defaults and recipe options: trainer.precision/channels_last=auto (the choice and its
+reason in the first line and metrics.json, explicit values winning), the estimate after the
+first steps, label smoothing, warm-up, an average of the weights (validated, kept as best.pt,
+restored exactly on resume) and early stopping."""
+
+import json
+import math
+import signal
+
+import pytest
+import torch
+
+from convbench.build import build_optimization, build_scheduler
+from convbench.checkpoint import load_checkpoint
+from convbench.choices import MIN_MACS, choose_channels_last, choose_precision
+from convbench.compose import compose
+from convbench.models.lenet import LeNet
+from convbench.models.mlp import MLP
+from helpers.cli import (
+    ONE_THREAD,
+    finish,
+    run_cli,
+    slow_overrides,
+    start,
+    tiny_mnist_overrides,
+    wait_until,
+)
+
+CPU = torch.device("cpu")
+
+
+def test_auto_precision_takes_bf16_only_where_native_and_worth_it(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert choose_precision("auto", CPU, MIN_MACS).value == "bf16"
+    small = choose_precision("auto", CPU, MIN_MACS - 1)
+    assert small.value == "fp32" and "too few" in small.reason
+    assert choose_precision("fp16", CPU, 10**9).value == "fp16", "an explicit value wins"
+    for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, check, lambda: False, raising=False)
+    emulated = choose_precision("auto", CPU, 10**9)
+    assert emulated.value == "fp32" and "no native bf16" in emulated.reason
+
+
+def test_auto_channels_last_for_conv_nets_big_enough():
+    lenet, mlp = LeNet(10, 1, 28), MLP(10, 1, 28)
+    assert choose_channels_last("auto", lenet, CPU, MIN_MACS).value is True
+    assert choose_channels_last("auto", lenet, CPU, MIN_MACS - 1).value is False
+    assert choose_channels_last("auto", mlp, CPU, 10**9).reason == "auto: no conv layers"
+    assert choose_channels_last("True", mlp, CPU, 0).value is True, "an explicit value wins"
+    assert choose_channels_last("false", lenet, CPU, 10**9).value is False
+
+
+@pytest.fixture(scope="module")
+def default_run(mnist_root, tmp_path_factory):
+    """The defaults (precision and channels_last auto) on LeNet, 2,000 images, 2 epochs."""
+    from helpers.fakedata import write_idx_dataset
+
+    folder = tmp_path_factory.mktemp("defaults")
+    root = write_idx_dataset(folder / "data", train=2100, test=200)
+    result = run_cli("train", *tiny_mnist_overrides(root), ONE_THREAD, "trainer.batch_size=32",
+                     f"hydra.run.dir={folder / 'run'}", cwd=folder)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return folder / "run", result.stdout
+
+
+def test_the_choice_and_its_reason_are_in_the_first_line_and_metrics(default_run):
+    run_dir, output = default_run
+    first = output.splitlines()[0]
+    assert "precision fp32 (auto: 0.4 M MACs per image, too few for bf16 to pay)" in first
+    assert "channels_last False (auto: 0.4 M MACs per image on cpu)" in first
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["precision"], metrics["channels_last"]) == ("fp32", False)
+    assert metrics["choices"]["precision"][1].startswith("auto:")
+    saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]["trainer"]
+    assert (saved["precision"], saved["channels_last"]) == ("fp32", False), "eval sees the choice"
+
+
+def test_one_estimate_after_the_first_steps_off_a_terminal(default_run):
+    run_dir, output = default_run
+    estimates = [line for line in output.splitlines() if line.startswith("after 30 steps:")]
+    assert len(estimates) == 1, output
+    assert "images/s; the 2 epoch(s) left should take about" in estimates[0]
+    assert "after 30 steps:" in (run_dir / "train.log").read_text()
+
+
+def test_label_smoothing_and_warm_up_are_built_from_the_config():
+    cfg = compose(["trainer.label_smoothing=0.1", "scheduler.warmup_epochs=2",
+                   "trainer.epochs=6"])  # fmt: skip
+    optimization = build_optimization(cfg, LeNet(10, 1, 28), CPU)
+    assert optimization.loss_fn.label_smoothing == 0.1
+    lr = cfg.optimizer.lr
+    rates = []
+    for _ in range(6):
+        rates.append(optimization.optimizer.param_groups[0]["lr"])
+        optimization.optimizer.step()
+        optimization.scheduler.step()
+    # warm-up: lr/3, 2 lr/3; then the cosine over the 4 epochs left (T_max = 6 - 2)
+    expected = [lr / 3, 2 * lr / 3, *(lr * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4))]
+    assert rates == pytest.approx(expected)
+    plain = build_scheduler(compose([]).scheduler, torch.optim.SGD([torch.zeros(1)], lr=1.0))
+    assert type(plain).__name__ == "CosineAnnealingLR", "no warm-up: the schedule alone"
+
+
+def test_the_average_is_validated_kept_as_best_and_resumed_exactly(mnist_root, tmp_path):
+    args = [*slow_overrides(mnist_root, tmp_path / "x", epochs=3), "trainer.ema=0.9"]
+    args = [a for a in args if not a.startswith("hydra.run.dir=")]
+    reference, run_dir = tmp_path / "reference", tmp_path / "run"
+    finish(start("train", *args, f"hydra.run.dir={reference}", cwd=tmp_path))
+    best = load_checkpoint(reference / "checkpoints" / "best.pt")
+    average = {k.removeprefix("module."): v for k, v in best["ema"].items() if k != "n_averaged"}
+    assert all(torch.equal(best["model"][k], average[k]) for k in best["model"])
+    last = load_checkpoint(reference / "checkpoints" / "last.pt")
+    assert not all(torch.equal(last["model"][k], average[k]) for k in last["model"]), (
+        "last.pt keeps the trained weights, for resuming"
+    )
+    proc = start("train", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    last_pt = run_dir / "checkpoints" / "last.pt"
+    wait_until(lambda: last_pt.is_file() and load_checkpoint(last_pt)["state"]["step"] >= 10,
+               proc, "a checkpoint in epoch 2")  # fmt: skip
+    proc.send_signal(signal.SIGKILL)
+    finish(proc, expected=-signal.SIGKILL)
+    finish(start("resume", str(run_dir), cwd=tmp_path))
+    for name in ("last.pt", "best.pt"):
+        ours = load_checkpoint(run_dir / "checkpoints" / name)
+        theirs = load_checkpoint(reference / "checkpoints" / name)
+        for part in ("model", "ema"):
+            assert all(torch.equal(ours[part][k], theirs[part][k]) for k in theirs[part]), part
+
+
+def test_early_stopping_ends_the_run_and_resume_leaves_it(mnist_root, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli("train", *tiny_mnist_overrides(mnist_root), ONE_THREAD, "trainer.epochs=20",
+                     "trainer.early_stop_patience=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["stopped_early"] and metrics["epochs"] < 20
+    assert metrics["epochs"] == metrics["best_epoch"] + 1
+    assert "stopping early: no better validation accuracy for 1 epochs" in result.stdout
+    again = run_cli("resume", str(run_dir), cwd=tmp_path)
+    assert again.returncode == 0 and "already finished" in again.stdout
