@@ -4,6 +4,7 @@ and one seed), and `convbench compare` draws its picture and writes its page."""
 import json
 
 import pytest
+import yaml
 from PIL import Image
 
 from convbench.compose import compose
@@ -35,6 +36,12 @@ def test_an_experiment_runs_and_compare_draws_its_picture(experiment, mnist_root
                  f"hydra.sweep.dir={sweep}", cwd=tmp_path))  # fmt: skip
     jobs = [path for path in sweep.iterdir() if path.is_dir()]
     assert jobs and all((job / "metrics.json").is_file() for job in jobs)
+    declared = yaml.safe_load((config_dir() / "experiment" / f"{experiment}.yaml").read_text())
+    # What the experiment's file declares reaches its runs (the root config must not undo it).
+    saved = yaml.safe_load((jobs[0] / ".hydra" / "config.yaml").read_text())
+    for block in ("report", "evaluate"):
+        for key, value in (declared.get(block) or {}).items():
+            assert saved[block][key] == value, f"{block}.{key}"
     report = compose([f"experiment={experiment}"]).report
     figure, page = tmp_path / "figure.png", tmp_path / "page.html"
     output = finish(start("compare", str(sweep), "--plot", str(figure), "--html", str(page),
