@@ -21,7 +21,7 @@ TYPO_CASES = [
     (["trainer.batch_size=1.5"], "trainer.batch_size"),
     (["trainer.device=gpu"], "auto, cpu, cuda, mps"),
     (["model=lenet5"], "Did you mean model=lenet?"),
-    (["dataset=cifar"], "choose one of cifar10, fashionmnist, mnist"),
+    (["dataset=cifar"], "choose one of cifar10, fashionmnist, imagefolder, mnist"),
     (["optimizer=adm"], "Did you mean optimizer=adam?"),
     (["scheduler=cosin"], "Did you mean scheduler=cosine?"),
     (["model"], "model"),  # not an override at all

@@ -88,3 +88,24 @@ def test_sweep_parallel_reports_both_sweeps_and_the_speed_up():
     assert found, output
     serial, parallel, speed_up = (float(g.replace(",", "")) for g in found.groups())
     assert serial > 0 and parallel > 0 and speed_up == pytest.approx(serial / parallel, rel=0.02)
+
+
+def test_precision_prints_every_variant_for_each_model():
+    output = run_script("precision.py")
+    for model in ("mlp", "lenet"):
+        row = re.search(rf"^{model}\s+({NUMBER})M((?:\s+{NUMBER}){{7}})$", output, re.MULTILINE)
+        assert row, output
+        numbers = [float(n.replace(",", "")) for n in row[2].split()]
+        assert all(n > 0 for n in numbers)
+        assert numbers[4] == pytest.approx(numbers[1] / numbers[0], rel=0.02), "bf16/fp32"
+
+
+def test_imagefolder_times_the_first_and_the_cached_load():
+    output = run_script("imagefolder.py")
+    found = re.search(rf"first load \(decode \+ cache\) ({NUMBER}) s, second load \(cache\) "
+                      rf"({NUMBER}) s: ({NUMBER})x faster, ({NUMBER}) images", output)  # fmt: skip
+    assert found, output
+    first, second, ratio, images = (float(g.replace(",", "")) for g in found.groups())
+    assert first > 0 and second > 0 and images == 600
+    assert ratio == pytest.approx(first / second, rel=0.05)
+    assert verdict_lines(output), "a PASS or FAIL line for the 10x target"

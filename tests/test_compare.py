@@ -164,3 +164,13 @@ def test_bad_input_is_one_paragraph(sweep, tmp_path, args, expected):
     result = run_cli("compare", *args, cwd=tmp_path, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_measures_chooses_the_columns(sweep, tmp_path):
+    result = run_cli("compare", str(sweep), "--format", "markdown", "--measures",
+                     "test_acc,shift=2,params", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "| model.pooling | n | test acc | shift=2 | params |"
+    unknown = run_cli("compare", str(sweep), "--measures", "speed", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no such column" in unknown.stderr
+    assert "shift=2" in unknown.stderr, "the message lists the columns there are"

@@ -9,6 +9,7 @@ from omegaconf.errors import ValidationError
 
 from convbench.compose import compose
 from convbench.paths import config_dir
+from helpers.imagefolders import write_class_folders
 
 CONF = config_dir()
 
@@ -28,10 +29,14 @@ def test_defaults_are_lenet_on_fashion_mnist():
 
 
 @pytest.mark.parametrize("group", ["model", "dataset", "optimizer", "scheduler", "trainer"])
-def test_every_option_of_every_group_composes_and_resolves(group):
+def test_every_option_of_every_group_composes_and_resolves(group, tmp_path):
     assert options(group), f"conf/{group} is empty"
     for option in options(group):
-        cfg = compose_cfg(f"{group}={option}")
+        overrides = [f"{group}={option}"]
+        if option == "imagefolder":  # classes and channels come from the folder
+            write_class_folders(tmp_path / "images", per_class=2)
+            overrides.append(f"dataset.root={tmp_path / 'images'}")
+        cfg = compose_cfg(*overrides)
         OmegaConf.resolve(cfg)  # every interpolation must resolve
 
 

@@ -24,6 +24,7 @@ from convbench.errors import ConvbenchError
 from convbench.paths import config_dir
 from convbench.preflight import IMAGE_SIZE_LIMIT, preflight
 from helpers.cli import ONE_THREAD, tiny_mnist_overrides
+from helpers.imagefolders import write_class_folders
 
 # --- the schema's numeric settings --------------------------------------------------------------
 
@@ -104,8 +105,12 @@ def test_the_schema_walk_sees_every_kind_of_field():
 @pytest.mark.parametrize(
     "dataset", sorted(p.stem for p in (config_dir() / "dataset").glob("*.yaml"))
 )
-def test_every_shipped_dataset_is_in_range(dataset):
-    check_ranges(compose([f"dataset={dataset}"]))
+def test_every_shipped_dataset_is_in_range(dataset, tmp_path):
+    overrides = [f"dataset={dataset}"]
+    if dataset == "imagefolder":  # its classes and channels come from a folder
+        write_class_folders(tmp_path / "images", per_class=2)
+        overrides.append(f"dataset.root={tmp_path / 'images'}")
+    check_ranges(compose(overrides))
 
 
 # --- every limit, just outside and at its bounds -------------------------------------------------

@@ -19,6 +19,7 @@ from torch import nn
 
 from convbench.checkpoint import Checkpointer
 from convbench.data import Batches, load_splits
+from convbench.data.stream import FileSplit, StreamBatches
 from convbench.engine import EngineOptions, Optimization
 from convbench.errors import ConvbenchError
 
@@ -138,40 +139,44 @@ def input_shape(cfg: DictConfig) -> tuple[int, int, int, int]:
     return (1, int(data.in_channels), int(data.image_size), int(data.image_size))
 
 
+def batches_of(cfg: DictConfig, split, device: torch.device, **settings) -> Batches:
+    """`Batches` over an in-memory `Split`, or `StreamBatches` (the same batches, read from disk
+    by dataset.num_workers processes) over the `FileSplit` that `load_splits` gives for
+    dataset.stream=true. `settings`: the batches' own (batch size, shard, shuffle, ...)."""
+    data = cfg.dataset
+    common = {
+        "device": device,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "image_size": data.image_size,
+        "channels_last": cfg.trainer.channels_last,
+    }
+    if isinstance(split, FileSplit):
+        return StreamBatches(split, num_workers=data.num_workers, **common, **settings)
+    return Batches(split, **common, **settings)
+
+
 def eval_batches(cfg: DictConfig, split, device: torch.device, shard=(0, 1)) -> Batches:
     """Un-augmented, in-order batches of `split` (this rank's `shard`) at the evaluation batch
     size."""
-    data = cfg.dataset
-    return Batches(
-        split,
-        shard=shard,
-        batch_size=cfg.trainer.eval_batch_size,
-        device=device,
-        mean=list(data.mean),
-        std=list(data.std),
-        image_size=data.image_size,
-        channels_last=cfg.trainer.channels_last,
-    )
+    return batches_of(cfg, split, device, shard=shard, batch_size=cfg.trainer.eval_batch_size)
 
 
 def make_batches(cfg: DictConfig, splits, device: torch.device, here=None) -> dict[str, Batches]:
     """Training batches (shuffled, augmented) and validation and test batches. In a
     distributed run each rank takes its shard of the training and validation splits, and
     trainer.batch_size is the global batch: each rank's is batch_size / world_size (the
-    preflight checks that it divides); the test runs on rank 0 alone, on the whole split."""
-    data, trainer = cfg.dataset, cfg.trainer
+    preflight checks that it divides); the test runs on rank 0 alone, on the whole split.
+    With dataset.stream=true (`splits` of files) they are read from disk every epoch."""
     shard = (here.rank, here.world_size) if here is not None else (0, 1)
-    train = Batches(
+    train = batches_of(
+        cfg,
         splits["train"],
-        batch_size=trainer.batch_size // shard[1],
+        device,
+        batch_size=cfg.trainer.batch_size // shard[1],
         shard=shard,
-        device=device,
-        mean=list(data.mean),
-        std=list(data.std),
-        image_size=data.image_size,
-        channels_last=trainer.channels_last,
         shuffle=True,
-        augment=data.augment,
+        augment=cfg.dataset.augment,
         seed=cfg.seed,
     )
     return {
@@ -288,11 +293,15 @@ class Run:
         return DistributedDataParallel(model, device_ids=[self.device.index], process_group=nccl)
 
 
-def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> Run:
+def build_run(
+    cfg: DictConfig, run_dir: Path, purge_step: int | None = None, choices: dict | None = None
+) -> Run:
     """Data, model, optimization objects, writer and checkpointer for `cfg`, for this process
     (rank 0 alone writes the run folder in a distributed run, see convbench.distributed).
 
     `purge_step`: on resume, TensorBoard hides events a killed process wrote after last.pt.
+    `choices`: on resume, what the run's start picked for the `auto` settings and why (its
+    config already holds the picked values, which would otherwise read as "as set").
     """
     from convbench.distributed import collective, place
     from convbench.eventlog import EventLog, SilentLog
@@ -303,7 +312,8 @@ def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> 
         torch.set_num_threads(trainer.num_threads)
     seed_everything(cfg.seed)
     device = resolve_device(trainer.device, here.local_rank)
-    macs, choices = settle_choices(cfg, device)
+    macs, settled = settle_choices(cfg, device)
+    choices = choices or settled
     splits = load_splits(cfg.dataset)
     model = build_model(cfg, device, trainer.channels_last)
     if trainer.sync_bn and here.is_distributed:
@@ -320,6 +330,7 @@ def build_run(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> 
         writer,
         group,
         optimization.ema,
+        choices,
     )
     params = count_parameters(model)
     sizes = {name: f"{len(split):,}" for name, split in splits.items()}

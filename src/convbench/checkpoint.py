@@ -107,6 +107,7 @@ class Checkpointer:
         writer,
         group=None,
         ema=None,
+        choices=None,
     ):
         from convbench.distributed import Solo
 
@@ -116,6 +117,7 @@ class Checkpointer:
         self.scaler, self.writer = scaler, writer
         self.group = group or Solo()
         self.ema = ema  # trainer.ema's AveragedModel: in last.pt, and best.pt's weights
+        self.choices = choices  # what precision/channels_last=auto picked, and why
 
     @property
     def last(self) -> Path:
@@ -135,6 +137,7 @@ class Checkpointer:
             "state": state.state_dict(),
             "rng": rng_states(),
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+            **({"choices": self.choices} if self.choices is not None else {}),
         }
 
     def save(self, state, is_best: bool) -> None:

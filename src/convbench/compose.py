@@ -61,9 +61,26 @@ def compose(
         return hydra_compose("config", overrides=overrides, return_hydra_config=with_hydra)
 
 
+def user_error_inside(exc: BaseException):
+    """The ConvbenchError a config error wraps (a resolver reading a folder dataset raised it),
+    or None."""
+    from convbench.errors import ConvbenchError
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, ConvbenchError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def describe_config_error(exc: BaseException, overrides: Sequence[str] = ()) -> str:
     """One paragraph from a Hydra/OmegaConf error: what is wrong, the valid choices, a fix."""
     from hydra.errors import MissingConfigException
+
+    inner = user_error_inside(exc)
+    if inner is not None:
+        return str(inner)
 
     if isinstance(exc, MissingConfigException) and exc.options is not None:
         return _unknown_option(exc) + HINT

@@ -33,6 +33,7 @@ class Precision(StrEnum):
 class DataFormat(StrEnum):
     idx = "idx"  # MNIST-style IDX files (optionally gzipped)
     cifar = "cifar"  # CIFAR-10 python pickle batches
+    folder = "folder"  # your own images in class folders (convbench.data.folder)
 
 
 @dataclass(frozen=True)
@@ -97,18 +98,35 @@ class DatasetConfig:
     native_size: int = field(default=MISSING, metadata=limits(low=1))  # side of the stored images
     # side the model sees; batches are resized when it differs (each model has its own minimum)
     image_size: int = field(default=MISSING, metadata=limits(low=1, high=4096))
-    mean: list[float] = MISSING
-    std: list[float] = field(default=MISSING, metadata=limits(low=0, low_open=True, each=True))
+    # per channel, in [0, 1] units; null: the training split's, computed when it is loaded
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = field(
+        default=None, metadata=limits(low=0, low_open=True, each=True)
+    )
     classes: list[str] = field(default_factory=list)
     root: Optional[str] = None  # an explicit folder; nothing else is searched
     data_dir: str = "${oc.env:CONVBENCH_DATA_DIR,data}"  # torchvision layout, downloads land here
     download: bool = True
-    # carved from the training set with split_seed; best.pt is chosen on it, so at least 1
-    val_size: int = field(default=5000, metadata=limits(low=1))
+    # carved from the training set with split_seed: a count (>= 1) or a fraction (< 1); best.pt
+    # is chosen on it, so it holds at least one image
+    val_size: float = field(default=5000, metadata=limits(low=0, low_open=True))
+    # folder datasets without a test/ folder: the test split, carved like val_size
+    test_size: Optional[float] = field(default=None, metadata=limits(low=0, low_open=True))
     split_seed: int = field(default=0, metadata=limits(**SEED_LIMITS))
     # use only N training images
     train_limit: Optional[int] = field(default=None, metadata=limits(low=1))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # folder datasets (convbench.data.folder): where the decoded cache goes (null: ROOT's
+    # .convbench-cache/), the memory the decoded images may take (null: half of this machine's),
+    # whether unreadable images are skipped (and counted) instead of stopping the run
+    cache_dir: Optional[str] = None
+    max_memory_gb: Optional[float] = field(default=None, metadata=limits(low=0, low_open=True))
+    skip_bad_images: bool = False
+    stream: bool = False  # read the images from disk every epoch (a DataLoader with workers)
+    # dataset.stream=true: the processes that read and decode images (per loader)
+    num_workers: int = field(
+        default=4, metadata=limits(low=0, high=1024, off="the training process reads them")
+    )
 
 
 @dataclass
@@ -236,7 +254,7 @@ def check_ranges(cfg) -> None:
         )
     data = cfg.dataset
     for key in ("mean", "std"):
-        if len(data[key]) != data.in_channels:
+        if data[key] is not None and len(data[key]) != data.in_channels:
             raise ValueError(
                 f"dataset.{key} has {len(data[key])} values but dataset.in_channels="
                 f"{data.in_channels}: give one value per channel."
@@ -254,3 +272,19 @@ def register() -> None:
     )
     # ${minus:a,b}: a - b, e.g. the epochs a schedule has after its warm-up.
     OmegaConf.register_new_resolver("minus", lambda a, b: a - b, replace=True)
+    # Facts of a folder dataset, read from the folder (conf/dataset/imagefolder.yaml).
+    OmegaConf.register_new_resolver("folder_classes", _folder_classes, replace=True)
+    OmegaConf.register_new_resolver("folder_channels", _folder_channels, replace=True)
+    OmegaConf.register_new_resolver("len", len, replace=True)
+
+
+def _folder_classes(root: str) -> list[str]:
+    from convbench.data.folder import folder_classes
+
+    return list(folder_classes(str(root)))
+
+
+def _folder_channels(root: str) -> int:
+    from convbench.data.folder import folder_channels
+
+    return folder_channels(str(root))

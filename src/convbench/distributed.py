@@ -142,8 +142,11 @@ def launch_local(processes: int, arguments: list[str]) -> int:
 
 
 def leave() -> None:
-    """Leave the process group, if this process joined one (before the interpreter's own
-    teardown, which may otherwise abort while a peer still holds its connections)."""
+    """Leave the process group, if this process joined one, after its peers have finished
+    too (a barrier), and before the interpreter's own teardown: a rank that destroys its group
+    while a peer still talks to it, or one that exits holding it, may abort ("terminate called
+    without an active exception"). Only on the way out of a run that ended well: after a
+    failure a peer may never reach the barrier, and torchrun stops the others anyway."""
     import sys
 
     if "torch.distributed" not in sys.modules:
@@ -151,4 +154,5 @@ def leave() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -112,7 +112,8 @@ def resume(run_dir: Path) -> dict:
         if _writes_the_folder():
             remove_leftovers(last.parent)  # an interrupted save; last.pt itself is intact
         cfg = OmegaConf.create(payload["config"])
-        run = build_run(cfg, run_dir, purge_step=payload["state"]["step"] + 1)
+        step = payload["state"]["step"]
+        run = build_run(cfg, run_dir, purge_step=step + 1, choices=payload.get("choices"))
         state = run.checkpointer.restore(payload, TrainState)
         log.info("resuming %s at epoch %d, step %d", run_dir, state.epoch + 1, state.step)
         return execute(run, state)

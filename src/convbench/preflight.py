@@ -20,6 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from convbench.build import build, build_model, build_scheduler, input_shape
+from convbench.compose import user_error_inside
 from convbench.config import check_ranges
 from convbench.errors import ConvbenchError
 
@@ -30,8 +31,8 @@ IMAGE_SIZE_LIMIT = 4096  # the schema's limit of dataset.image_size
 def preflight(cfg) -> None:
     try:
         check_ranges(cfg)
-    except ValueError as exc:
-        raise ConvbenchError(str(exc)) from None
+    except ValueError as exc:  # a range, or a value that cannot resolve (OmegaConf's are too)
+        raise user_error_inside(exc) or ConvbenchError(str(exc)) from None
     _check_batch_splits(cfg)
     _check_switches(cfg)
     side = int(cfg.dataset.image_size)
@@ -53,6 +54,14 @@ def _check_switches(cfg) -> None:
         raise ConvbenchError(
             f"trainer.channels_last={value} is not one of {', '.join(SWITCH_VALUES)} "
             "(auto: channels_last for conv nets big enough to gain from it)."
+        )
+    data = cfg.dataset
+    if data.get("stream") and str(data.format) != "folder":
+        raise ConvbenchError(
+            f"dataset.stream=true reads image files from a folder (dataset=imagefolder), but "
+            f"dataset={data.name} is read from its {data.format} files into memory. Leave out "
+            "dataset.stream, or train on a folder of images with dataset=imagefolder "
+            "dataset.root=PATH."
         )
 
 

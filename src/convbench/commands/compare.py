@@ -43,6 +43,11 @@ def compare(
     page: Path | None = typer.Option(
         None, "--html", help="Write one self-contained HTML page: the table and the figure."
     ),
+    measures: str | None = typer.Option(
+        None,
+        help="Only these columns, comma-separated (e.g. test_acc,shift=2,params); "
+        "default: every measure.",
+    ),
 ) -> None:
     """Group runs whose overrides differ only in the seed (or the --over keys) and show, per
     group: n, mean +- standard deviation of test and best validation accuracy, any robustness
@@ -68,7 +73,7 @@ def compare(
             + ". `convbench runs DIR` lists what is there."
         )
     groups = sort_groups(groups, sort, differing_keys(groups))
-    header, rows, columns = table_rows(groups)
+    header, rows, columns = table_rows(groups, _wanted(measures))
     typer.echo(render(output, header, rows, columns, groups, unfinished))
     if plot or page:
         _write_pictures(groups, unfinished, header, rows, plot, page, metric, folders)
@@ -109,12 +114,25 @@ def _format(name: str, summary) -> str:
     return f"{mean:.4f}{spread}"
 
 
-def table_rows(groups):
-    """(header, rows of text, measure names) of the groups, in their order."""
+def _wanted(measures: str | None) -> list[str] | None:
+    return [name.strip() for name in measures.split(",") if name.strip()] if measures else None
+
+
+def table_rows(groups, wanted: list[str] | None = None):
+    """(header, rows of text, measure names) of the groups, in their order; `wanted`: only
+    those measures."""
     from convbench.compare import MEASURES, differing_keys, robustness_columns
 
     keys = differing_keys(groups)
     measures = ["test_acc", "best_val_acc", *robustness_columns(groups), *list(MEASURES)[2:]]
+    if wanted is not None:
+        unknown = [name for name in wanted if name not in measures]
+        if unknown:
+            raise ConvbenchError(
+                f"--measures {','.join(unknown)}: no such column; these runs have "
+                f"{', '.join(measures)}."
+            )
+        measures = wanted
     header = [*keys, "n", *(MEASURES.get(name, name) for name in measures)]
     rows = [
         [

@@ -49,14 +49,12 @@ def resume_run(folder: Path) -> None:
             )
             return
     join(here)
-    try:
-        if not here.is_main:  # rank 0 alone writes the run folder, train.log included
-            resume_in_place(folder)
-            return
+    if not here.is_main:  # rank 0 alone writes the run folder, train.log included
+        resume_in_place(folder)
+    else:
         with log_to_run_folder(folder):
             resume_in_place(folder)
-    finally:
-        leave()
+    leave()
 
 
 def resume_sweep(sweep_dir: Path) -> int:

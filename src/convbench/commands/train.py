@@ -67,7 +67,12 @@ def run_hydra(overrides: list[str]) -> int:
     try:
         entry(_task)()
     except ConfigRejected as rejected:  # by the preflight checks, before any run folder
-        raise rejected.error from None
+        error = rejected.error
+        if isinstance(
+            error, HydraException | OmegaConfBaseException
+        ):  # a value that cannot resolve
+            raise ConvbenchError(describe_config_error(error, overrides)) from None
+        raise error from None
     except (HydraException, OmegaConfBaseException) as exc:  # composing failed: no job ran
         raise ConvbenchError(describe_config_error(exc, overrides)) from None
     except OSError as exc:  # Hydra could not write a run folder's .hydra/ or train.log
@@ -78,9 +83,9 @@ def run_hydra(overrides: list[str]) -> int:
     except Exception as exc:
         if not is_job_failure(exc, failed_jobs(ConvbenchCallback.sweep_dirs)):
             raise  # not a job's failure: a bug around the sweep
-    leave()
-    if _single_run_failure:
+    if _single_run_failure:  # its peers may never reach leave()'s barrier
         raise _single_run_failure.pop()
+    leave()
     failed = failed_jobs(ConvbenchCallback.sweep_dirs)
     if failed:
         typer.echo(f"{len(failed)} job(s) of the sweep failed:", err=True)

@@ -4,7 +4,9 @@ No DataLoader and no per-sample Python: a batch is one index into the uint8 tens
 conversion, normalization and augmentation of the whole batch on the device. Shuffling and
 augmentation draw from generators seeded by (seed, epoch, batch index), so any batch of any epoch
 can be rebuilt exactly, which is what makes mid-epoch resume exact. In a distributed run each
-process takes its shard of every epoch (`Batches.num_samples`).
+process takes its shard of every epoch (`Batches.num_samples`). A folder of images too large for
+memory is read from disk instead (convbench.data.stream), into the same batches: the order and
+the preparation on the device are `SeededBatches`', shared by both.
 """
 
 import math
@@ -27,41 +29,108 @@ class Split:
         return len(self.labels)
 
 
-def load_splits(dataset_cfg) -> dict[str, Split]:
-    """Train, validation (carved from train with `split_seed`) and test splits."""
-    train_x, train_y, test_x, test_y = load_raw(dataset_cfg)
-    expected = (dataset_cfg.in_channels, dataset_cfg.native_size, dataset_cfg.native_size)
-    for images in (train_x, test_x):
-        if tuple(images.shape[1:]) != expected:
-            raise DatasetError(
-                f"{dataset_cfg.name}: files hold images of shape {tuple(images.shape[1:])}, the "
-                f"config says {expected} (in_channels, native_size). Check dataset.root."
-            )
-    for labels in (train_y, test_y):
-        if len(labels) and int(labels.max()) >= dataset_cfg.num_classes:
-            raise DatasetError(
-                f"{dataset_cfg.name}: the files hold labels up to {int(labels.max())}, but "
-                f"dataset.num_classes={dataset_cfg.num_classes}. Set dataset.num_classes to "
-                f"{int(labels.max()) + 1} or more, or check dataset.root."
-            )
-    val_size = dataset_cfg.val_size
-    if not 0 <= val_size < len(train_y):
-        raise DatasetError(
-            f"dataset.val_size={val_size} must be between 0 and the {len(train_y)} training images."
-        )
+def load_splits(dataset_cfg) -> dict:
+    """Train, validation and test splits as uint8 tensors (`Split`). The built-in datasets carve
+    the validation split from their training files with `split_seed`; folder datasets follow
+    their layout (convbench.data.folder). A dataset without mean/std gets the training split's.
+
+    A folder dataset with dataset.stream=true gives the same splits as files instead, decoded
+    when their batches are read (`convbench.data.stream.file_splits`, `FileSplit`)."""
+    if str(dataset_cfg.format) == "folder" and getattr(dataset_cfg, "stream", False):
+        from convbench.data.stream import file_splits
+
+        return file_splits(dataset_cfg)
+    if str(dataset_cfg.format) == "folder":
+        from convbench.data.folder import folder_splits
+
+        pairs = folder_splits(dataset_cfg)
+    else:
+        pairs = _carve_validation(dataset_cfg, *load_raw(dataset_cfg))
+    for images, labels in pairs.values():
+        _check_shape_and_labels(dataset_cfg, images, labels)
+    train_x, train_y = pairs["train"]
+    if dataset_cfg.train_limit is not None:
+        train_x, train_y = train_x[: dataset_cfg.train_limit], train_y[: dataset_cfg.train_limit]
+    fill_statistics(dataset_cfg, lambda: channel_statistics(train_x))
+    return {
+        "train": Split(train_x, train_y),
+        "val": Split(*pairs["val"]),
+        "test": Split(*pairs["test"]),
+    }
+
+
+def _carve_validation(dataset_cfg, train_x, train_y, test_x, test_y) -> dict:
+    from convbench.data.folder import split_count
+
+    val_size = split_count(dataset_cfg.val_size, len(train_y), "val_size")
     order = torch.randperm(
         len(train_y), generator=torch.Generator().manual_seed(dataset_cfg.split_seed)
     )
     val_idx, train_idx = order[:val_size], order[val_size:]
-    if dataset_cfg.train_limit is not None:
-        if dataset_cfg.train_limit < 1:
-            raise DatasetError(f"dataset.train_limit={dataset_cfg.train_limit} must be at least 1.")
-        train_idx = train_idx[: dataset_cfg.train_limit]
     return {
-        "train": Split(train_x[train_idx], train_y[train_idx]),
-        "val": Split(train_x[val_idx], train_y[val_idx]),
-        "test": Split(test_x, test_y),
+        "train": (train_x[train_idx], train_y[train_idx]),
+        "val": (train_x[val_idx], train_y[val_idx]),
+        "test": (test_x, test_y),
     }
+
+
+def _check_shape_and_labels(dataset_cfg, images: torch.Tensor, labels: torch.Tensor) -> None:
+    expected = (dataset_cfg.in_channels, dataset_cfg.native_size, dataset_cfg.native_size)
+    if tuple(images.shape[1:]) != expected:
+        raise DatasetError(
+            f"{dataset_cfg.name}: files hold images of shape {tuple(images.shape[1:])}, the "
+            f"config says {expected} (in_channels, native_size). Check dataset.root."
+        )
+    if len(labels) and int(labels.max()) >= dataset_cfg.num_classes:
+        raise DatasetError(
+            f"{dataset_cfg.name}: the files hold labels up to {int(labels.max())}, but "
+            f"dataset.num_classes={dataset_cfg.num_classes}. Set dataset.num_classes to "
+            f"{int(labels.max()) + 1} or more, or check dataset.root."
+        )
+
+
+def fill_statistics(dataset_cfg, compute) -> None:
+    """Set the mean or std the config lacks (None) from `compute()` -> (mean, std); a given one
+    is kept."""
+    missing = [key for key in ("mean", "std") if getattr(dataset_cfg, key, None) is None]
+    if missing:
+        mean, std = compute()
+        for key, value in (("mean", mean), ("std", std)):
+            if key in missing:
+                setattr(dataset_cfg, key, value)
+
+
+def channel_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 images [N, C, H, W], in [0, 1] units."""
+    moments = PixelMoments(images.shape[1])
+    for chunk in images.split(64):  # int64 copies of a few images at a time
+        moments.add(chunk)
+    return moments.statistics()
+
+
+class PixelMoments:
+    """Per-channel sums of uint8 pixels and of their squares, added a batch at a time. The sums
+    are integers, hence exact: the statistics do not depend on how the images were cut into
+    batches, so a streamed split's sample that holds every image gives the cached numbers."""
+
+    def __init__(self, channels: int):
+        self.pixels = 0  # per channel
+        self.total = torch.zeros(channels, dtype=torch.int64)
+        self.squares = torch.zeros(channels, dtype=torch.int64)
+
+    def add(self, images: torch.Tensor) -> None:
+        wide = images.to(torch.int64)  # [B, C, H, W]
+        self.total += wide.sum(dim=(0, 2, 3))
+        self.squares += (wide * wide).sum(dim=(0, 2, 3))
+        self.pixels += images.numel() // images.shape[1]
+
+    def statistics(self) -> tuple[list[float], list[float]]:
+        """(mean, std) in [0, 1] units, rounded to 6 digits; std unbiased, at least 1e-6."""
+        n, total, squares = self.pixels, self.total.double(), self.squares.double()
+        mean = total / n / 255.0
+        variance = (squares - total * total / n) / max(n - 1, 1) / 255.0**2
+        std = variance.clamp_min(0).sqrt().clamp_min(1e-6)
+        return [round(v, 6) for v in mean.tolist()], [round(v, 6) for v in std.tolist()]
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -84,12 +153,16 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
-class Batches:
-    """Mini-batches of one split, normalized (and optionally augmented) on `device`."""
+class SeededBatches:
+    """What `Batches` and `convbench.data.stream.StreamBatches` share: the size of an epoch and
+    of this process's shard, the order of an epoch's images (a function of (seed, epoch), drawn
+    on the device), and the preparation of a uint8 batch on the device (augmentation drawn from
+    (seed, epoch, batch index), conversion, normalization, resize, memory format). Whatever
+    brings the uint8 images, the batches of a given epoch are therefore the same."""
 
     def __init__(
         self,
-        split: Split,
+        count: int,
         *,
         batch_size: int,
         device: torch.device,
@@ -102,8 +175,7 @@ class Batches:
         seed: int = 0,
         shard: tuple[int, int] = (0, 1),
     ):
-        self.images = split.images.to(device)
-        self.labels = split.labels.to(device)
+        self.count = count  # images in the whole split
         self.rank, self.world_size = shard
         self.batch_size = batch_size
         self.device = torch.device(device)
@@ -132,35 +204,31 @@ class Batches:
         number of steps and none waits forever for another. In-order (evaluation) splits are
         cut the same way without leaving anything out: every image is tested exactly once.
         """
-        count = len(self.labels)
         if self.world_size == 1:
-            return count
+            return self.count
         if self.shuffle:
-            return count // self.world_size
-        return len(range(self.rank, count, self.world_size))
+            return self.count // self.world_size
+        return len(range(self.rank, self.count, self.world_size))
 
     def _generator(self, *key: int) -> torch.Generator:
         # Distinct streams for (seed, epoch[, batch]) without keeping generator state around.
         mixed = hash((self.seed, *key)) & 0x7FFF_FFFF_FFFF_FFFF
         return torch.Generator(device=self.device).manual_seed(mixed)
 
-    def epoch(
-        self, epoch: int, start_batch: int = 0
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of `epoch` from `start_batch` on: (float images [B, C, S, S], labels [B])."""
-        n = len(self.labels)
+    def order(self, epoch: int) -> torch.Tensor:
+        """This process's split indices for `epoch`, in the order they are trained (on the
+        device): batch i is order[i * batch_size : (i + 1) * batch_size]."""
         if self.shuffle:
-            order = torch.randperm(n, generator=self._generator(epoch), device=self.device)
+            order = torch.randperm(self.count, generator=self._generator(epoch), device=self.device)
         else:
-            order = torch.arange(n, device=self.device)
+            order = torch.arange(self.count, device=self.device)
         if self.world_size > 1:  # this rank's shard (see num_samples)
-            end = self.num_samples * self.world_size if self.shuffle else n
+            end = self.num_samples * self.world_size if self.shuffle else self.count
             order = order[self.rank : end : self.world_size]
-        for index in range(start_batch, len(self)):
-            idx = order[index * self.batch_size : (index + 1) * self.batch_size]
-            yield self._prepare(self.images[idx], epoch, index), self.labels[idx]
+        return order
 
     def _prepare(self, images: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
+        """Batch `index` of `epoch` as the model sees it, from its uint8 images on the device."""
         if self.crop_padding or self.flip:
             # Each rank its own draws (a single process keeps the (epoch, batch) key).
             key = (epoch, index) if self.world_size == 1 else (epoch, index, self.rank)
@@ -173,3 +241,22 @@ class Batches:
         if x.shape[-1] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear")
         return x.contiguous(memory_format=self.memory_format)
+
+
+class Batches(SeededBatches):
+    """Mini-batches of one split held on `device`, normalized (and optionally augmented) there.
+    Keyword arguments: `SeededBatches`'."""
+
+    def __init__(self, split: Split, **settings):
+        super().__init__(len(split), **settings)
+        self.images = split.images.to(self.device)
+        self.labels = split.labels.to(self.device)
+
+    def epoch(
+        self, epoch: int, start_batch: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of `epoch` from `start_batch` on: (float images [B, C, S, S], labels [B])."""
+        order = self.order(epoch)
+        for index in range(start_batch, len(self)):
+            idx = order[index * self.batch_size : (index + 1) * self.batch_size]
+            yield self._prepare(self.images[idx], epoch, index), self.labels[idx]
