@@ -12,6 +12,11 @@ An experiment declares its picture in its config (`report.*`, convbench.config.R
   model.depth), a line per value of `report.series` (e.g. model);
 - `params`: test accuracy against the number of parameters, a labelled point per group.
 Each line is the mean over the group's runs with a band from the minimum to the maximum.
+
+Every panel draws a group in the same style, and one legend below the panels names them: with
+one swept key a colour per group; with several, a colour per value of the key with the most
+values (e.g. model) and a line style per combination of the others (e.g. augmentation), so twelve
+groups stay tellable apart where a colour cycle would repeat.
 """
 
 import base64
@@ -23,12 +28,39 @@ from pathlib import Path
 from convbench.compare import Group, differing_keys, natural_key
 
 HISTORY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
-def _figure(panels: int):
+def group_styles(groups: list[Group]) -> list[dict]:
+    """matplotlib's color and linestyle for each group (module docstring)."""
+    from matplotlib import colormaps
+
+    keys = differing_keys(groups)
+
+    def values(key: str) -> list[str]:
+        return sorted({group.overrides.get(key, "-") for group in groups}, key=natural_key)
+
+    colour_key = max(keys, key=lambda key: len(values(key))) if keys else None
+    others = [key for key in keys if key != colour_key]
+    colour_of = values(colour_key) if colour_key else ["-"]
+    combinations = sorted(
+        {tuple(group.overrides.get(key, "-") for key in others) for group in groups},
+        key=lambda combination: [natural_key(value) for value in combination],
+    )
+    palette = colormaps["tab10" if len(colour_of) <= 10 else "tab20"]
+    styles = []
+    for group in groups:
+        colour = colour_of.index(group.overrides.get(colour_key, "-")) if colour_key else 0
+        combination = tuple(group.overrides.get(key, "-") for key in others)
+        style = combinations.index(combination) % len(LINE_STYLES)
+        styles.append({"color": palette(colour % palette.N), "linestyle": LINE_STYLES[style]})
+    return styles
+
+
+def _figure(panels: int, legend_rows: int = 0):
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.4 * panels, 4.6), layout="constrained")
+    figure = Figure(figsize=(6.4 * panels, 4.6 + 0.25 * legend_rows), layout="constrained")
     return figure, [figure.add_subplot(1, panels, index + 1) for index in range(panels)]
 
 
@@ -36,7 +68,7 @@ def learning_curves(axes, groups: list[Group], metric: str) -> None:
     """`metric` of metrics.json's per-epoch history against the epoch: the mean over each
     group's runs, and a band from their minimum to their maximum."""
     keys = differing_keys(groups)
-    for group in groups:
+    for group, style in zip(groups, group_styles(groups), strict=True):
         per_epoch: dict[int, list[float]] = {}
         for run in group.runs:
             for record in run.metrics.get("history") or []:
@@ -46,12 +78,13 @@ def learning_curves(axes, groups: list[Group], metric: str) -> None:
             continue
         epochs = sorted(per_epoch)
         means = [sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs]
-        line = axes.plot(epochs, means, marker="o", markersize=3, label=group.label(keys))[0]
+        label = group.label(keys)
+        line = axes.plot(epochs, means, marker="o", markersize=3, label=label, **style)[0]
         lows, highs = [min(per_epoch[e]) for e in epochs], [max(per_epoch[e]) for e in epochs]
-        axes.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.2)
+        axes.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.15)
     axes.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=f"{metric} per epoch")
     axes.xaxis.get_major_locator().set_params(integer=True)
-    _finish(axes)
+    axes.grid(alpha=0.3)
 
 
 def _finish(axes) -> None:
@@ -60,16 +93,16 @@ def _finish(axes) -> None:
         axes.legend(fontsize="small")
 
 
-def _band(axes, xs, values_per_x, label: str) -> None:
+def _band(axes, xs, values_per_x, label: str, **style) -> None:
     means = [sum(v) / len(v) for v in values_per_x]
-    line = axes.plot(xs, means, marker="o", label=label)[0]
+    line = axes.plot(xs, means, marker="o", label=label, **style)[0]
     lows, highs = [min(v) for v in values_per_x], [max(v) for v in values_per_x]
-    axes.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2)
+    axes.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15)
 
 
 def robustness_picture(axes, groups: list[Group], kind: str) -> None:
     keys = differing_keys(groups)
-    for group in groups:
+    for group, style in zip(groups, group_styles(groups), strict=True):
         per_amount: dict[str, list[float]] = {}
         for run in group.runs:
             for amount, accuracy in ((run.metrics.get("robustness") or {}).get(kind) or {}).items():
@@ -77,9 +110,9 @@ def robustness_picture(axes, groups: list[Group], kind: str) -> None:
         amounts = sorted(per_amount, key=natural_key)
         if amounts:
             xs = [float(a) for a in amounts]
-            _band(axes, xs, [per_amount[a] for a in amounts], group.label(keys))
+            _band(axes, xs, [per_amount[a] for a in amounts], group.label(keys), **style)
     axes.set(xlabel=kind, ylabel="test accuracy", title=f"test accuracy against {kind}")
-    _finish(axes)
+    axes.grid(alpha=0.3)
 
 
 def sweep_picture(axes, groups: list[Group], x: str, series: str | None, log_x: bool) -> None:
@@ -137,7 +170,8 @@ def picture_panels(report: dict | None) -> list[tuple[str, str | None]]:
 def draw(groups: list[Group], metric: str, report: dict | None):
     """The figure of `--plot`: learning curves, and the experiment's picture beside them."""
     panels = picture_panels(report)
-    figure, axes = _figure(1 + len(panels))
+    columns = min(len(groups), 2 if not panels else 3 * len(panels))
+    figure, axes = _figure(1 + len(panels), -(-len(groups) // max(columns, 1)))
     learning_curves(axes[0], groups, metric)
     for panel_axes, (kind, x) in zip(axes[1:], panels, strict=True):
         if kind == "robustness":
@@ -146,6 +180,9 @@ def draw(groups: list[Group], metric: str, report: dict | None):
             sweep_picture(panel_axes, groups, x, report.get("series"), report.get("log_x", False))
         else:
             params_picture(panel_axes, groups)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:  # the groups' styles are the same in every panel: one legend for all
+        figure.legend(handles, labels, loc="outside lower center", ncols=columns, fontsize="small")
     return figure
 
 
