@@ -21,7 +21,10 @@ def test_python_m_version_is_the_installed_distributions(cli, tmp_path):
 
 
 def test_completion_script_names_the_command_under_python_m(tmp_path):
-    result = run_cli("--show-completion", "bash", cwd=tmp_path, env_extra={"SHELL": "/bin/bash"})
+    # Typer detects the shell from the process tree, which a test run outside a shell (cron, an
+    # IDE, a reparented background job) lacks; with detection off the option takes the shell.
+    no_detection = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    result = run_cli("--show-completion", "bash", cwd=tmp_path, env_extra=no_detection)
     assert result.returncode == 0, result.stderr
     assert "complete -o default -F _convbench_completion convbench" in result.stdout
     assert "_CONVBENCH_COMPLETE=complete_bash" in result.stdout

@@ -52,7 +52,7 @@ def test_experiment_sweeps_name_real_choices():
     """The sweep of each experiment only uses groups/keys that exist (Hydra reads them at -m)."""
     for experiment in options("experiment"):
         cfg = compose([f"experiment={experiment}"], with_hydra=True)
-        for key, values in cfg.hydra.sweeper.params.items():
+        for key, values in (cfg.hydra.sweeper.params or {}).items():
             for value in str(values).split(","):
                 compose_cfg(f"experiment={experiment}", f"{key}={value}")
 

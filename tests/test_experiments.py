@@ -11,7 +11,12 @@ from convbench.compose import compose
 from convbench.paths import config_dir
 from helpers.cli import ONE_THREAD, finish, start
 
-EXPERIMENTS = sorted(path.stem for path in (config_dir() / "experiment").glob("*.yaml"))
+# Recipes (recipe_*: one run, no sweep, no picture) run through benchmarks/accuracy.py's test.
+EXPERIMENTS = sorted(
+    path.stem
+    for path in (config_dir() / "experiment").glob("*.yaml")
+    if not path.stem.startswith("recipe_")
+)
 TINY = ["dataset.val_size=100", "trainer.epochs=2", "trainer.batch_size=64",
         "trainer.eval_batch_size=256", "trainer.device=cpu", ONE_THREAD,
         "trainer.log_images=false"]  # fmt: skip

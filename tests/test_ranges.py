@@ -304,6 +304,19 @@ def test_a_schedule_that_fails_when_stepped_is_refused_before_the_run(cli, mnist
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize("scheduler", ["cosine", "step", "none"])
+def test_a_warm_up_as_long_as_the_run_is_refused_before_the_run(cli, mnist_root, tmp_path,
+                                                                 scheduler):  # fmt: skip
+    warm_up = [f"scheduler={scheduler}", "trainer.epochs=2", "scheduler.warmup_epochs=2"]
+    result = cli("train", *_tiny_run(mnist_root, without="trainer.epochs"), *warm_up,
+                 cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "scheduler.warmup_epochs=2" in result.stderr and "trainer.epochs=2" in result.stderr
+    assert "below 2" in result.stderr
+    assert _one_error_line(result), result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
 # --- model arguments, generated from conf/model/*.yaml -------------------------------------------
 
 MODEL_NAMES = sorted(path.stem for path in (config_dir() / "model").glob("*.yaml"))

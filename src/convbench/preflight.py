@@ -7,7 +7,8 @@
 - images the model cannot take (it is built, and one meta image goes through it, at
   dataset.image_size; when larger images would pass, the message gives the smallest side that
   does);
-- a schedule that fails when stepped through the run's epochs (StepLR with step_size=0, say);
+- a warm-up as long as the run, or a schedule that fails when stepped through the run's
+  epochs (StepLR with step_size=0, say);
 - a global batch that does not split evenly over a distributed run's processes.
 
 Called by Hydra (convbench.hydra_callback) before a single run's folder is made, and by each
@@ -130,6 +131,13 @@ def _check_learning_rate(cfg, lr: float, epoch: int) -> None:
 
 def _check_schedule(cfg) -> None:
     """Step the optimizer's schedule through every epoch of the run on a one-number parameter."""
+    warmup, epochs = int(cfg.scheduler.get("warmup_epochs") or 0), int(cfg.trainer.epochs)
+    if warmup >= epochs:
+        raise ConvbenchError(
+            f"scheduler.warmup_epochs={warmup} leaves none of the trainer.epochs={epochs} epochs "
+            "to the schedule after the warm-up. Give scheduler.warmup_epochs a value below "
+            f"{epochs} (0 turns the warm-up off), or train more epochs."
+        )
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = build("optimizer", cfg.optimizer, params=[parameter])
     scheduler = build_scheduler(cfg.scheduler, optimizer)
