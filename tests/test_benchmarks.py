@@ -109,3 +109,18 @@ def test_imagefolder_times_the_first_and_the_cached_load():
     assert first > 0 and second > 0 and images == 600
     assert ratio == pytest.approx(first / second, rel=0.05)
     assert verdict_lines(output), "a PASS or FAIL line for the 10x target"
+
+
+def test_accuracy_runs_a_recipe_and_prints_its_row_and_verdict():
+    output = run_script("accuracy.py")
+    row = re.search(
+        rf"^\| recipe_lenet \| LeNet \| 61,706 \| 0\.4 M \| 1 \| ({NUMBER}) \(n=1\) \| ({NUMBER}) "
+        r"\| cpu fp32 \|$",
+        output,
+        re.MULTILINE,
+    )
+    assert row, output
+    accuracy = float(row[1])
+    assert 0 <= accuracy <= 1 and float(row[2]) > 0
+    verdicts = verdict_lines(output)
+    assert len(verdicts) == 1 and f"test accuracy {accuracy:.4f} (target 0.915)" in verdicts[0]
