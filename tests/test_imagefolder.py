@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from convbench.cli import app
 from convbench.compose import compose
 from convbench.data import load_splits
 from convbench.errors import DatasetError
-from helpers.cli import ONE_THREAD, cli_env, finish, run_cli, start, wait_for_new_checkpoint
+from helpers.cli import ONE_THREAD, cli_env, finish, run_cli, start, stop_after_first_checkpoint
 from helpers.imagefolders import (
     class_image,
     gradient,
@@ -625,10 +624,7 @@ def resumed_run(slow_root, reference_run, tmp_path_factory) -> tuple[Path, str]:
     work = tmp_path_factory.mktemp("resumed")
     run_dir = work / "run"
     proc = start("train", *slow_folder_overrides(slow_root, run_dir), cwd=work)
-    wait_for_new_checkpoint(run_dir / "checkpoints" / "last.pt", proc, 0.0)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    interrupted = finish(proc, expected=3)
+    interrupted = stop_after_first_checkpoint(proc, run_dir, signal.SIGTERM)
     finish(start("resume", str(run_dir), cwd=work))
     return run_dir, interrupted
 

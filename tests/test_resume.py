@@ -15,7 +15,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from convbench.checkpoint import load_checkpoint
-from helpers.cli import TESTS, finish, slow_overrides, start, wait_for_new_checkpoint
+from helpers.cli import (
+    TESTS,
+    finish,
+    slow_overrides,
+    start,
+    stop_after_first_checkpoint,
+    wait_for_new_checkpoint,
+)
 
 TIMING_KEYS = {"wall_time_s", "train_images_per_sec", "train_seconds"}
 
@@ -84,10 +91,7 @@ def test_sigkill_at_several_steps_then_resume_equals_uninterrupted(reference_run
 def test_sigterm_mid_epoch_saves_exits_3_and_resumes_exactly(reference_run, mnist_root, tmp_path):
     run_dir = tmp_path / "run"
     proc = start("train", *slow_overrides(mnist_root, run_dir), cwd=tmp_path)
-    wait_for_new_checkpoint(run_dir / "checkpoints" / "last.pt", proc, 0.0)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    output = finish(proc, expected=3)
+    output = stop_after_first_checkpoint(proc, run_dir, signal.SIGTERM)
     assert f"convbench resume {run_dir}" in output
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "interrupted" and status["error"] == "SIGTERM"
@@ -106,10 +110,7 @@ def test_resume_ignores_the_leftover_of_a_save_killed_mid_write(reference_run, m
                                                                 tmp_path):  # fmt: skip
     run_dir = tmp_path / "run"
     proc = start("train", *slow_overrides(mnist_root, run_dir), cwd=tmp_path)
-    wait_for_new_checkpoint(run_dir / "checkpoints" / "last.pt", proc, 0.0)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    finish(proc, expected=-signal.SIGKILL)
+    stop_after_first_checkpoint(proc, run_dir, signal.SIGKILL)
     leftover = run_dir / "checkpoints" / ".last.pt.tmp-99999"
     leftover.write_bytes(b"PK\x03\x04 half a zip")  # what a save killed mid-write leaves
     finish(start("resume", str(run_dir), cwd=tmp_path))

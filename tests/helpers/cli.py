@@ -2,6 +2,7 @@
 test's own."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -70,6 +71,15 @@ def wait_for_new_checkpoint(last: Path, proc: subprocess.Popen, after: float) ->
         assert proc.poll() is None, "the run ended before writing a checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within 120 s"
         time.sleep(0.01)
+
+
+def stop_after_first_checkpoint(proc: subprocess.Popen, run_dir: Path, signum: int) -> str:
+    """Once `proc` has saved checkpoints/last.pt, 0.2 s later (mid-training), send `signum`;
+    returns the output of its end: exit 3 for SIGTERM (saved and stopped), killed otherwise."""
+    wait_for_new_checkpoint(run_dir / "checkpoints" / "last.pt", proc, 0.0)
+    time.sleep(0.2)
+    proc.send_signal(signum)
+    return finish(proc, expected=3 if signum == signal.SIGTERM else -signum)
 
 
 def tiny_mnist_overrides(root: Path) -> list[str]:

@@ -116,13 +116,20 @@ def _check_seed(seed: int) -> None:
         raise ConvbenchError(f"--seed {seed} is out of range: it must be {limits.describe()}.")
 
 
-def format_report(report: dict) -> str:
-    """Headline numbers, then an aligned per-class table."""
+def _headline(report: dict) -> list[str]:
+    """The model, data and checkpoint a report is about: its first two lines."""
     epoch = "?" if report["epoch"] is None else report["epoch"]
-    header = [
+    return [
         f"{report['model']} on {report['dataset']}: {report['images']:,} test images, "
         f"device {report['device']}",
         f"checkpoint {report['checkpoint']} (epoch {epoch})",
+    ]
+
+
+def format_report(report: dict) -> str:
+    """Headline numbers, then an aligned per-class table."""
+    header = [
+        *_headline(report),
         f"test acc {report['test_acc']:.4f} | test loss {report['test_loss']:.4f}"
         + _perturbation_text(report.get("perturbation")),
         "",
@@ -140,11 +147,8 @@ def format_robustness(report: dict) -> str:
     """Headline, then one line per perturbation value: kind, value, accuracy."""
     from convbench.evaluation import UNITS, amount_key
 
-    epoch = "?" if report["epoch"] is None else report["epoch"]
     header = [
-        f"{report['model']} on {report['dataset']}: {report['images']:,} test images, "
-        f"device {report['device']}",
-        f"checkpoint {report['checkpoint']} (epoch {epoch})",
+        *_headline(report),
         f"test acc under each perturbation alone (seed {report['seed']})",
         "",
     ]
