@@ -274,8 +274,8 @@ class Run:
     checkpointer: Checkpointer
     params: int
     macs: int
-    group: object
-    choices: dict  # {"precision": [value, reason], "channels_last": [...]} (settle_choices)  # convbench.distributed.Solo, or Group in a distributed run
+    group: object  # convbench.distributed.Solo, or Group in a distributed run
+    choices: dict  # {"precision": [value, reason], "channels_last": [...]} (settle_choices)
 
     def model_for_training(self) -> nn.Module:
         """The model, compiled when trainer.compile is set, wrapped in DistributedDataParallel

@@ -101,6 +101,7 @@ def _one_folder_for_all_ranks(overrides: list[str]) -> list[str]:
     run folder, and only rank 0 may write it. Rank 0 chooses the folder (hydra.run.dir as it
     resolves, unless the command line gives it) and tells the others, which write no .hydra/
     and no train.log. Outside torchrun: the overrides unchanged."""
+    from convbench.compose import quoted
     from convbench.distributed import broadcast_text, join, place
 
     here = place()
@@ -117,7 +118,7 @@ def _one_folder_for_all_ranks(overrides: list[str]) -> list[str]:
         folder = broadcast_text(_resolved_run_dir(overrides) if here.is_main else None, here)
         if not folder:  # rank 0 could not compose the config: it reports why
             raise ConvbenchError("rank 0 could not compose the run's config; see its message.")
-        overrides = [*overrides, f"hydra.run.dir={_quoted(folder)}"]
+        overrides = [*overrides, f"hydra.run.dir={quoted(folder)}"]
     if here.is_main:
         return overrides
     # The other ranks log nothing: no .hydra/, no train.log, and no console handler to tune.
@@ -128,12 +129,6 @@ def _one_folder_for_all_ranks(overrides: list[str]) -> list[str]:
         "hydra/job_logging=disabled",
         "hydra/hydra_logging=disabled",
     ]
-
-
-def _quoted(text: str) -> str:
-    from convbench.compose import quoted
-
-    return quoted(text)
 
 
 def _resolved_run_dir(overrides: list[str]) -> str:
@@ -228,10 +223,11 @@ def _share_the_machine(cfg) -> None:
 def _train_on_devices(devices: int, run_dir: Path) -> None:
     """trainer.devices=N: the run's N processes, started by torch's elastic launcher, train it
     in the folder Hydra just made; this process waits and exits with their exit code."""
+    from convbench.compose import quoted
     from convbench.distributed import launch_local
 
     arguments = [arg for arg in sys.argv[1:] if not arg.startswith("hydra.run.dir=")]
-    code = launch_local(devices, ["train", *arguments, f"hydra.run.dir={_quoted(str(run_dir))}"])
+    code = launch_local(devices, ["train", *arguments, f"hydra.run.dir={quoted(str(run_dir))}"])
     raise SystemExit(code)
 
 
