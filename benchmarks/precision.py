@@ -3,8 +3,9 @@ bf16 autocast, channels_last and both, per model, on this machine, in one run.
 
 Each variant trains one epoch of convbench's engine (`train_one_epoch`, as a run does) on the
 same images from the same initial weights, after a few warm-up steps; repeats rotate the order;
-the table shows the median images/s and each variant's speed against fp32. convbench.choices takes bf16 and channels_last
-for models of at least MIN_MACS multiply-accumulates per image where bf16 is native.
+the table shows the median images/s and each variant's speed against fp32. convbench.choices
+takes bf16 and channels_last on a CPU with native bf16 for every model, and on a GPU for models of
+at least MIN_MACS multiply-accumulates per image.
 
     python benchmarks/precision.py                       # mlp, lenet, resnet20; 6,000 images
     python benchmarks/precision.py --smoke               # seconds; used by the tests
@@ -109,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu = torch.device("cpu")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16 on this "
-        f"CPU: {native_bf16(cpu)}; auto takes bf16 and channels_last from "
-        f"{MIN_MACS / 1e6:.0f} M MACs per image"
+        f"CPU: {native_bf16(cpu)}; auto takes bf16 and channels_last on such a CPU for every "
+        f"model (on a GPU from {MIN_MACS / 1e6:.0f} M MACs per image)"
     )
     header = f"{'model':<10}{'MACs':>10}" + "".join(f"{v + ' img/s':>16}" for v in VARIANTS)
     print(header + "".join(f"{v + '/fp32':>14}" for v in list(VARIANTS)[1:]))

@@ -52,7 +52,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from convbench.build import AUTOCAST_DTYPES, build_model, build_optimization, engine_options
+from convbench.build import (
+    AUTOCAST_DTYPES,
+    build_model,
+    build_optimization,
+    engine_options,
+    settle_choices,
+)
+from convbench.choices import settled_channels_last
 from convbench.compose import compose
 from convbench.console import NoProgress
 from convbench.data import Batches, Split
@@ -164,7 +171,7 @@ class Setup:
     """One model's config, initial weights and the settings every variant shares."""
 
     name: str
-    cfg: object  # the composed config, trainer.precision set from --precision
+    cfg: object  # the composed config; precision and channels_last settled as a run settles them
     initial_model: nn.Module  # CPU; each timed epoch trains a deep copy
     options: EngineOptions  # the convbench variant's; its autocast dtype serves every variant
     device: torch.device
@@ -205,18 +212,26 @@ def benchmark_options(trainer_cfg, log_every_n_steps: int | None) -> EngineOptio
 
 
 def make_setup(name: str, args, seed: int = 0) -> Setup:
-    # --precision goes into the config, so that the autocast dtype (engine_options) and the
-    # fp16 gradient scaler (build_optimization) both follow it.
+    # --precision and --channels-last go into the config and are settled as a run settles them
+    # (`auto`: convbench.choices, per model and device), so that the autocast dtype
+    # (engine_options), the fp16 gradient scaler (build_optimization) and the memory format of
+    # every variant follow them.
     overrides = [f"dataset={args.dataset}", *model_overrides(name)]
-    cfg = compose([*overrides, f"trainer.precision={args.precision}"])
+    settings = [
+        f"trainer.precision={args.precision}",
+        f"trainer.channels_last={args.channels_last}",
+    ]
+    cfg = compose([*overrides, *settings])
+    device = torch.device(args.device)
+    settle_choices(cfg, device)
     torch.manual_seed(seed)
     return Setup(
         name,
         cfg,
         initial_model=build_model(cfg, torch.device("cpu")),
         options=benchmark_options(cfg.trainer, args.log_every_n_steps),
-        device=torch.device(args.device),
-        channels_last=args.channels_last,
+        device=device,
+        channels_last=settled_channels_last(cfg.trainer.channels_last),
         batch_size=args.batch_size,
         warmup_steps=args.warmup_steps,
     )
@@ -394,7 +409,12 @@ def measure_model(setup: Setup, data: Data, workers: list[int], repeats: int, tm
                 f"{rates[name][-1]:>12,.0f} img/s",
                 flush=True,
             )
-    return summarize(setup.name, rates)
+    return summarize(setup.name, rates) | {"runs_in": runs_in(setup)}
+
+
+def runs_in(setup: Setup) -> str:
+    """What every variant of this model ran in: `bf16+cl`, `fp32`, ..."""
+    return str(setup.cfg.trainer.precision) + ("+cl" if setup.channels_last else "")
 
 
 def summarize(model: str, rates: dict[str, list[float]]) -> dict:
@@ -419,13 +439,13 @@ def summarize(model: str, rates: dict[str, list[float]]) -> dict:
 
 def table(results: list[dict]) -> str:
     header = (
-        f"{'model':<10}{'bare img/s':>13}{'convbench img/s':>17}{'dataloader img/s':>18}"
+        f"{'model':<10}{'runs in':<10}{'bare img/s':>13}{'convbench img/s':>17}{'dataloader img/s':>18}"
         f"  {'(faster loader)':<22}{'convbench/bare':>15}{'convbench/dataloader':>22}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(
-            f"{r['model']:<10}{r['bare']:>13,.0f}{r['convbench']:>17,.0f}{r['dataloader']:>18,.0f}"
+            f"{r['model']:<10}{r['runs_in']:<10}{r['bare']:>13,.0f}{r['convbench']:>17,.0f}{r['dataloader']:>18,.0f}"
             f"  {r['dataloader_variant']:<22}{r['convbench_over_bare']:>15.3f}"
             f"{r['convbench_over_dataloader']:>22.2f}"
         )
@@ -454,14 +474,15 @@ def verdicts(results: list[dict]) -> list[tuple[bool | None, str]]:
 
 
 def describe(args, data: Data) -> str:
-    precision = args.precision + ("" if args.precision == "fp32" else " autocast")
+    precision = args.precision + (" autocast" if args.precision in ("bf16", "fp16") else "")
     log_every = "from config" if args.log_every_n_steps is None else args.log_every_n_steps
     shape = tuple(data.images.shape[1:])
     return "\n".join(
         [
             f"convbench throughput: torch {torch.__version__}, torchvision {torchvision.__version__}",
             f"device {args.device}, torch threads {torch.get_num_threads()} (torch's default, "
-            f"unchanged), precision {precision}, channels_last {args.channels_last}",
+            f"unchanged), precision {precision}, channels_last {args.channels_last} (each "
+            "model's settings in the table)",
             f"data: {data.source}; {len(data.labels):,} training images {shape}, "
             f"batch {args.batch_size}, augmentation off in every variant",
             f"convbench: log_every_n_steps {log_every}, no checkpoints in the epoch, NoProgress",
@@ -520,8 +541,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: the config's, 50; 0 shows what its sync points cost)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--precision", default="fp32", choices=sorted(AUTOCAST_DTYPES))
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", *sorted(AUTOCAST_DTYPES)],
+        help="every variant's (default: auto, what a run picks per model and device)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        nargs="?",
+        const="true",
+        default="auto",
+        choices=["auto", "true", "false"],
+        help="every variant's memory format (default: auto, as a run picks; alone: true)",
+    )
     parser.add_argument(
         "--generated-data",
         action="store_true",

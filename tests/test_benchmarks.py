@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from convbench.choices import native_bf16
 from helpers.cli import REPO
 
 BENCHMARKS = REPO / "benchmarks"
@@ -33,10 +35,11 @@ def verdict_lines(output: str) -> list[str]:
 
 
 def throughput_rows(output: str, models: list[str]) -> dict[str, list[float]]:
-    """model -> [bare, convbench, dataloader img/s, convbench/bare, convbench/dataloader]."""
+    """model -> [bare, convbench, dataloader img/s, convbench/bare, convbench/dataloader] (after
+    the column saying what the model ran in)."""
     rows = {}
     for model in models:
-        pattern = rf"^{model}\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+dataloader\[workers=\d+\]\s+({NUMBER})\s+({NUMBER})$"
+        pattern = rf"^{model}\s+\S+\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+dataloader\[workers=\d+\]\s+({NUMBER})\s+({NUMBER})$"
         match = re.search(pattern, output, re.MULTILINE)
         assert match, f"no table row for {model} in:\n{output}"
         rows[model] = [float(value.replace(",", "")) for value in match.groups()]
@@ -63,6 +66,10 @@ def test_throughput_smoke(tmp_path, args, models, data_word):
     saved = json.loads(results_file.read_text())
     assert [r["model"] for r in saved["results"]] == models
     assert all(r["convbench_over_bare"] > 0 for r in saved["results"])
+    # By default every variant runs in what a run would pick here (convbench.choices).
+    precision = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
+    expected = {"mlp": precision, "lenet": f"{precision}+cl"}
+    assert {r["model"]: r["runs_in"] for r in saved["results"]} == {m: expected[m] for m in models}
 
 
 def test_startup_smoke(tmp_path):
@@ -113,9 +120,10 @@ def test_imagefolder_times_the_first_and_the_cached_load():
 
 def test_accuracy_runs_a_recipe_and_prints_its_row_and_verdict():
     output = run_script("accuracy.py")
+    precision = "bf16" if native_bf16(torch.device("cpu")) else "fp32"  # what `auto` takes here
     row = re.search(
         rf"^\| recipe_lenet \| LeNet \| 61,706 \| 0\.4 M \| 1 \| ({NUMBER}) \(n=1\) \| ({NUMBER}) "
-        r"\| cpu fp32 \|$",
+        rf"\| cpu {precision} \|$",
         output,
         re.MULTILINE,
     )

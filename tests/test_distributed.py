@@ -49,7 +49,10 @@ def comparable(run_dir: Path) -> dict:
 
 
 def test_torchrun_makes_one_run_that_matches_one_process(mnist_root, tmp_path):
+    # fp32: the tolerance is for the order in which the ranks add their gradients; bf16 (what
+    # `auto` takes on some CPUs) would round each rank's half of the batch on its own.
     overrides = [*tiny_mnist_overrides(mnist_root), "trainer.batch_size=64"]
+    overrides.append("trainer.precision=fp32")
     finish(torchrun("train", *overrides, cwd=tmp_path), expected=0)
     runs = find_run_dirs(tmp_path / "outputs")
     assert len(runs) == 1, f"one folder for the run, chosen once: {runs}"

@@ -197,6 +197,23 @@ def test_cifar_plain_and_residual_nets_have_equal_parameter_counts(depth):
     assert all(block.shortcut is None for block in plain.stages)
 
 
+@pytest.mark.parametrize("depth", [20, 50])
+def test_zero_init_residual_starts_every_block_as_its_shortcut(depth):
+    torch.manual_seed(0)
+    options = ["model.zero_init_residual=true", "dataset=cifar10", "model.width_multiplier=0.25"]
+    net = build(["model=resnet", f"model.depth={depth}", *options]).eval()
+    with torch.no_grad():
+        x = net.stem(torch.randn(2, 3, 32, 32))
+        for block in net.stages:
+            assert torch.equal(block(x), torch.relu(block.shortcut(x)))
+            x = block(x)
+    default = build(["model=resnet", f"model.depth={depth}", "dataset=cifar10"])
+    last_scales = [[m for m in b.body if isinstance(m, nn.BatchNorm2d)][-1] for b in default.stages]
+    assert all(bool((norm.weight == 1).all()) for norm in last_scales), "off by default"
+    with pytest.raises(ValueError, match=r"needs model\.residual=true"):
+        ResNet(10, 3, 32, residual=False, zero_init_residual=True)
+
+
 def projection_parameters(pairs: list[tuple[int, int]]) -> int:
     """A 1x1 conv without bias plus a batch norm (weight and bias) per (in, out) shortcut."""
     return sum(cin * cout + 2 * cout for cin, cout in pairs)

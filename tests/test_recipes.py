@@ -12,7 +12,7 @@ import torch
 
 from convbench.build import build_optimization, build_scheduler
 from convbench.checkpoint import load_checkpoint
-from convbench.choices import MIN_MACS, choose_channels_last, choose_precision
+from convbench.choices import MIN_MACS, choose_channels_last, choose_precision, native_bf16
 from convbench.compose import compose
 from convbench.models.lenet import LeNet
 from convbench.models.mlp import MLP
@@ -29,11 +29,17 @@ from helpers.cli import (
 CPU = torch.device("cpu")
 
 
-def test_auto_precision_takes_bf16_only_where_native_and_worth_it(monkeypatch):
+CUDA = torch.device("cuda")
+
+
+def test_auto_precision_takes_bf16_where_native_and_on_a_gpu_where_worth_it(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     assert choose_precision("auto", CPU, MIN_MACS).value == "bf16"
-    small = choose_precision("auto", CPU, MIN_MACS - 1)
-    assert small.value == "fp32" and "too few" in small.reason
+    assert choose_precision("auto", CPU, 1).value == "bf16", "a CPU gains at any size"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert choose_precision("auto", CUDA, MIN_MACS).value == "bf16"
+    small = choose_precision("auto", CUDA, MIN_MACS - 1)
+    assert small.value == "fp32" and "too few" in small.reason, "launch-bound on a GPU"
     assert choose_precision("fp16", CPU, 10**9).value == "fp16", "an explicit value wins"
     for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         monkeypatch.setattr(torch.cpu, check, lambda: False, raising=False)
@@ -41,10 +47,12 @@ def test_auto_precision_takes_bf16_only_where_native_and_worth_it(monkeypatch):
     assert emulated.value == "fp32" and "no native bf16" in emulated.reason
 
 
-def test_auto_channels_last_for_conv_nets_big_enough():
+def test_auto_channels_last_for_conv_nets_on_a_cpu_and_big_ones_on_a_gpu():
     lenet, mlp = LeNet(10, 1, 28), MLP(10, 1, 28)
-    assert choose_channels_last("auto", lenet, CPU, MIN_MACS).value is True
-    assert choose_channels_last("auto", lenet, CPU, MIN_MACS - 1).value is False
+    assert choose_channels_last("auto", lenet, CPU, 1).value is True
+    assert choose_channels_last("auto", lenet, CUDA, MIN_MACS).value is True
+    assert choose_channels_last("auto", lenet, CUDA, MIN_MACS - 1).value is False
+    assert choose_channels_last("auto", lenet, torch.device("mps"), 10**9).value is False
     assert choose_channels_last("auto", mlp, CPU, 10**9).reason == "auto: no conv layers"
     assert choose_channels_last("True", mlp, CPU, 0).value is True, "an explicit value wins"
     assert choose_channels_last("false", lenet, CPU, 10**9).value is False
@@ -65,14 +73,38 @@ def default_run(mnist_root, tmp_path_factory):
 
 def test_the_choice_and_its_reason_are_in_the_first_line_and_metrics(default_run):
     run_dir, output = default_run
+    # What this machine's CPU gets: bf16 where it computes it natively, else fp32; the layout
+    # is channels_last on a CPU either way.
+    precision = "bf16" if native_bf16(CPU) else "fp32"
+    reason = "native bf16 on cpu, 0.4 M" if precision == "bf16" else "cpu has no native bf16"
     first = output.splitlines()[0]
-    assert "precision fp32 (auto: 0.4 M MACs per image, too few for bf16 to pay)" in first
-    assert "channels_last False (auto: 0.4 M MACs per image on cpu)" in first
+    assert f"precision {precision} (auto: {reason}" in first
+    assert "channels_last True (auto: conv net, 0.4 M MACs per image on cpu)" in first
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert (metrics["precision"], metrics["channels_last"]) == ("fp32", False)
+    assert (metrics["precision"], metrics["channels_last"]) == (precision, True)
     assert metrics["choices"]["precision"][1].startswith("auto:")
     saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]["trainer"]
-    assert (saved["precision"], saved["channels_last"]) == ("fp32", False), "eval sees the choice"
+    assert (saved["precision"], saved["channels_last"]) == (precision, True), "eval sees it"
+
+
+def test_the_layout_picked_is_the_layout_trained(default_run, mnist_root, tmp_path):
+    """A settled trainer.channels_last reads back from the config as the string "True" or
+    "False"; the model and the batches must follow its meaning, not its truthiness."""
+    run_dir, _ = default_run
+
+    def second_conv(folder):  # LeNet's conv(6 -> 16): a layout of its own only in NHWC
+        return load_checkpoint(folder / "checkpoints" / "last.pt")["model"]["features.3.weight"]
+
+    assert second_conv(run_dir).is_contiguous(memory_format=torch.channels_last)
+    assert not second_conv(run_dir).is_contiguous()
+    off = tmp_path / "off"
+    overrides = [*tiny_mnist_overrides(mnist_root), ONE_THREAD, "trainer.epochs=1"]
+    result = run_cli(
+        "train", *overrides, "trainer.channels_last=false", f"hydra.run.dir={off}", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "channels_last False (as set)" in result.stdout.splitlines()[0]
+    assert second_conv(off).is_contiguous(), "channels_last=false trains in NCHW"
 
 
 def test_one_estimate_after_the_first_steps_off_a_terminal(default_run):

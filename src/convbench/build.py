@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from convbench.checkpoint import Checkpointer
+from convbench.choices import choose_channels_last, choose_precision, settled_channels_last
 from convbench.data import Batches, load_splits
 from convbench.data.stream import FileSplit, StreamBatches
 from convbench.engine import EngineOptions, Optimization
@@ -119,8 +120,6 @@ def settle_choices(cfg: DictConfig, device: torch.device) -> tuple[int, dict]:
     """Replace trainer.precision=auto and trainer.channels_last=auto in `cfg` by what
     convbench.choices picks for this device and model (so the run's checkpoints, and `eval`,
     hold the concrete values); returns the MACs per image and {setting: [value, reason]}."""
-    from convbench.choices import choose_channels_last, choose_precision
-
     meta_model = build_model(cfg, torch.device("meta"))
     macs = count_macs(cfg, meta_model)
     trainer = cfg.trainer
@@ -149,7 +148,7 @@ def batches_of(cfg: DictConfig, split, device: torch.device, **settings) -> Batc
         "mean": list(data.mean),
         "std": list(data.std),
         "image_size": data.image_size,
-        "channels_last": cfg.trainer.channels_last,
+        "channels_last": settled_channels_last(cfg.trainer.channels_last),
     }
     if isinstance(split, FileSplit):
         return StreamBatches(split, num_workers=data.num_workers, **common, **settings)
@@ -315,7 +314,7 @@ def build_run(
     macs, settled = settle_choices(cfg, device)
     choices = choices or settled
     splits = load_splits(cfg.dataset)
-    model = build_model(cfg, device, trainer.channels_last)
+    model = build_model(cfg, device, settled_channels_last(trainer.channels_last))
     if trainer.sync_bn and here.is_distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimization = build_optimization(cfg, model, device)

@@ -148,12 +148,13 @@ def _load(path: Path, device_name: str) -> _Loaded:
 
     from convbench.build import build_model
     from convbench.checkpoint import load_checkpoint
+    from convbench.choices import settled_channels_last
     from convbench.data import load_splits
 
     payload = load_checkpoint(path)
     cfg = OmegaConf.create(payload["config"])
     device = _device(device_name)
-    model = build_model(cfg, device, cfg.trainer.channels_last)
+    model = build_model(cfg, device, settled_channels_last(cfg.trainer.channels_last))
     _load_weights(model, payload, path)
     test_split = load_splits(cfg.dataset)["test"]
     return _Loaded(path, payload, cfg, model, device, test_split)

@@ -18,6 +18,11 @@ Recognition", CVPR).
 Fig. 6). Plain nets have exactly the parameters of option-A ResNets; against option B they lack
 only the 1x1 projections.
 
+`zero_init_residual=True` starts the scale of each residual body's last batch norm at zero
+(Goyal et al. 2017, "Accurate, Large Minibatch SGD", section 5.1; torchvision's option of the
+same name): every block then begins as its shortcut, and a deep ResNet starts training as a
+shallow one instead of adding up the output of every block at initialization.
+
 Input geometry (`stem`): `imagenet` is the paper's 7x7/2 conv and 3x3/2 max pool (a 4x smaller
 map before stage 1); `small` is one 3x3/1 conv with no pool, as the CIFAR nets have it. `auto`
 takes `small` below 64x64 pixels, so every depth runs on 28x28, 32x32 and 224x224 inputs; the
@@ -141,6 +146,8 @@ class ResNet(nn.Module):
 
     `residual`: False builds the plain net. `shortcut`: auto (the family's choice: A for CIFAR
     depths, B for ImageNet depths), A or B. `width_multiplier` scales every stage's width.
+    `zero_init_residual`: each block's body starts at zero output (module docstring); it needs
+    the shortcuts, as a plain net's blocks would start at zero with nothing beside them.
     """
 
     def __init__(
@@ -154,8 +161,14 @@ class ResNet(nn.Module):
         stem: str = "auto",
         activation: str = "relu",
         width_multiplier: float = 1.0,
+        zero_init_residual: bool = False,
     ):
         super().__init__()
+        if zero_init_residual and not residual:
+            raise ValueError(
+                "model.zero_init_residual=true needs model.residual=true: it zeroes each block's "
+                "body so that the block starts as its shortcut, and a plain net has none."
+            )
         variant, shortcut = lookup(depth, shortcut)
         widths = [scale_width(width, width_multiplier) for width in variant.widths]
         self.stem = make_stem(resolve_stem(stem, image_size), in_channels, widths[0], activation)
@@ -174,6 +187,10 @@ class ResNet(nn.Module):
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)
         )
         init_he(self)
+        if zero_init_residual:
+            for block in blocks:
+                last_norm = [m for m in block.body if isinstance(m, nn.BatchNorm2d)][-1]
+                nn.init.zeros_(last_norm.weight)
 
     def forward(self, x):
         return self.head(self.stages(self.stem(x)))
