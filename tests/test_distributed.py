@@ -10,11 +10,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from convbench import build
 from convbench.checkpoint import load_checkpoint
+from convbench.errors import ConvbenchError, DatasetError
 from convbench.runfolder import find_run_dirs
 from helpers.cli import (
     cli_env,
@@ -25,6 +28,7 @@ from helpers.cli import (
     tiny_mnist_overrides,
     wait_until,
 )
+from helpers.imagefolders import write_class_folders
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-4  # largest weight difference to one process after two epochs (seen: ~1e-5)
@@ -137,3 +141,58 @@ def test_a_global_batch_that_does_not_split_is_refused(mnist_root, tmp_path):
                      "trainer.devices=2", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2 and "does not split over 2 processes" in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def folder_run(root: Path, run_dir: Path) -> list[str]:
+    data = ["dataset=imagefolder", f"dataset.root={root}", "dataset.native_size=16"]
+    short = ["trainer.epochs=1", "trainer.batch_size=8", "trainer.device=cpu"]
+    return [*data, *short, "trainer.devices=2", f"hydra.run.dir={run_dir}"]
+
+
+class Rank:
+    """One rank's view of a two-process group for `load_splits_in_turn`: its place, and an
+    `any` that records when it is reached and answers what rank 0 reported."""
+
+    def __init__(self, rank: int, events: list, rank_0_failed: bool = False):
+        self.place = SimpleNamespace(is_distributed=True, is_main=rank == 0)
+        self.events, self.rank_0_failed = events, rank_0_failed
+
+    def any(self, flag: bool) -> bool:
+        self.events.append("wait")
+        return flag or self.rank_0_failed
+
+
+@pytest.mark.parametrize(("rank", "order"), [(0, ["load", "wait"]), (1, ["wait", "load"])])
+def test_rank_0_loads_the_data_before_the_others(monkeypatch, rank, order):
+    """So a folder seen for the first time is decoded once, by rank 0; the others read the
+    cache it wrote."""
+    events = []
+    monkeypatch.setattr(build, "load_splits", lambda cfg: events.append("load") or {"ok": rank})
+    assert build.load_splits_in_turn(SimpleNamespace(name="x"), Rank(rank, events)) == {"ok": rank}
+    assert events == order
+
+
+def test_a_failure_of_rank_0_stops_the_others_without_loading(monkeypatch):
+    events = []
+
+    def broken(cfg):
+        events.append("load")
+        raise DatasetError("bad.png cannot be read")
+
+    monkeypatch.setattr(build, "load_splits", broken)
+    with pytest.raises(DatasetError, match=r"bad\.png"):
+        build.load_splits_in_turn(SimpleNamespace(name="x"), Rank(0, events))
+    assert events == ["load", "wait"], "rank 0 tells the others before it gives up"
+    events.clear()
+    with pytest.raises(ConvbenchError, match="rank 0 could not load the dataset"):
+        build.load_splits_in_turn(SimpleNamespace(name="x"), Rank(1, events, rank_0_failed=True))
+    assert events == ["wait"]
+
+
+def test_a_bad_image_stops_both_ranks_with_rank_0s_error(tmp_path):
+    root = tmp_path / "images"
+    write_class_folders(root, per_class=24)
+    (root / "dog" / "broken.png").write_bytes(b"not a png")
+    result = run_cli("train", *folder_run(root, tmp_path / "run"), cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "broken.png" in result.stderr and "Traceback" not in result.stderr

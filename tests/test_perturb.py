@@ -148,7 +148,7 @@ def test_eval_reports_accuracy_on_perturbed_test_images(mnist_root, tmp_path):
     assert run_cli("train", *tiny_mnist_overrides(mnist_root), "trainer.num_threads=1",
                    f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0  # fmt: skip
     reports = {}
-    for args in ((), ("--shift", "0"), ("--shift", "6"), ("--occlude", "20")):
+    for args in ((), ("--shift", "0"), ("--shift", "6"), ("--occlude", "24")):
         result = run_cli("eval", str(run_dir), "--json", "--device", "cpu", *args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         reports[args] = json.loads(result.stdout)
@@ -156,9 +156,9 @@ def test_eval_reports_accuracy_on_perturbed_test_images(mnist_root, tmp_path):
     assert reports[("--shift", "0")]["test_acc"] == plain["test_acc"]
     assert plain["perturbation"] is None
     assert reports[("--shift", "6")]["perturbation"] == {"shift": 6}
-    # The fixture's classes are horizontal bars at class-specific rows: moving or hiding them
-    # must cost accuracy.
+    # The fixture's classes are horizontal bars at class-specific rows: moving or hiding most of
+    # them must cost accuracy (a 20-pixel square cost this barely trained net one image or none).
     assert reports[("--shift", "6")]["test_acc"] < plain["test_acc"]
-    assert reports[("--occlude", "20")]["test_acc"] < plain["test_acc"]
+    assert reports[("--occlude", "24")]["test_acc"] < plain["test_acc"]
     text = run_cli("eval", str(run_dir), "--device", "cpu", "--clutter", "5", cwd=tmp_path).stdout
     assert "perturbed: clutter 5 px" in text

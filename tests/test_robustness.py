@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from typer.testing import CliRunner
 
 from convbench import visuals
+from convbench.checkpoint import load_checkpoint
 from convbench.cli import app
 from convbench.errors import ConvbenchError
 from convbench.evaluation import _perturbed
@@ -224,7 +225,8 @@ def test_feature_maps_get_the_first_4_test_images_as_the_model_sees_them(run_dir
     assert report["feature_maps"] == str(tmp_path / "maps.png")
     (model, images, path), = calls  # fmt: skip
     assert path == tmp_path / "maps.png" and not model.training
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    # The run's settled config, as eval reads it (the composed one still says `auto`).
+    cfg = OmegaConf.create(load_checkpoint(run_dir / "checkpoints" / "best.pt")["config"])
     test = load_splits(cfg.dataset)["test"]
     shifted = _perturbed(test, {"shift": 2, "seed": 0})  # as tested: the whole split, then cut
     expected, _ = next(eval_batches(cfg, shifted, torch.device("cpu")).epoch(0))

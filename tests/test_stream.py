@@ -66,8 +66,10 @@ def folder(tmp_path_factory) -> Path:
 
 
 def dataset_overrides(root: Path, *extra: str) -> list[str]:
+    """The folder as a dataset; the batch layout set, as a run settles `auto` before batching."""
     return ["dataset=imagefolder", f"dataset.root={root}", f"dataset.native_size={NATIVE}",
-            "dataset.val_size=0.2", "dataset.test_size=0.2", *extra]  # fmt: skip
+            "dataset.val_size=0.2", "dataset.test_size=0.2", "trainer.channels_last=false",
+            *extra]  # fmt: skip
 
 
 def composed(root: Path, cache: Path, *extra: str):

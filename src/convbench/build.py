@@ -132,6 +132,28 @@ def settle_choices(cfg: DictConfig, device: torch.device) -> tuple[int, dict]:
     }
 
 
+def load_splits_in_turn(dataset_cfg: DictConfig, group) -> dict:
+    """`load_splits` on every rank of `group`, rank 0 first: a folder dataset seen for the first
+    time is decoded and cached once, by rank 0, and the other ranks read the cache. When rank 0
+    fails (a bad file, not enough memory) the other ranks stop too instead of waiting for it."""
+    here = group.place
+    if not here.is_distributed:
+        return load_splits(dataset_cfg)
+    splits, failure = None, None
+    if here.is_main:
+        try:
+            splits = load_splits(dataset_cfg)
+        except Exception as error:  # re-raised below, after the other ranks have heard of it
+            failure = error
+    if group.any(failure is not None):  # the other ranks wait here for rank 0
+        if failure is not None:
+            raise failure
+        raise ConvbenchError(
+            f"rank 0 could not load the dataset ({dataset_cfg.name}); its error says why."
+        )
+    return splits if splits is not None else load_splits(dataset_cfg)
+
+
 def input_shape(cfg: DictConfig) -> tuple[int, int, int, int]:
     """(1, channels, side, side): one image as the model sees it."""
     data = cfg.dataset
@@ -313,7 +335,7 @@ def build_run(
     device = resolve_device(trainer.device, here.local_rank)
     macs, settled = settle_choices(cfg, device)
     choices = choices or settled
-    splits = load_splits(cfg.dataset)
+    splits = load_splits_in_turn(cfg.dataset, group)
     model = build_model(cfg, device, settled_channels_last(trainer.channels_last))
     if trainer.sync_bn and here.is_distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
