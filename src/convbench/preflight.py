@@ -54,7 +54,7 @@ def _check_switches(cfg) -> None:
     if value.lower() not in SWITCH_VALUES:
         raise ConvbenchError(
             f"trainer.channels_last={value} is not one of {', '.join(SWITCH_VALUES)} "
-            "(auto: channels_last for conv nets big enough to gain from it)."
+            "(auto: channels_last for conv nets on a CPU, and for big ones on a GPU)."
         )
     data = cfg.dataset
     if data.get("stream") and str(data.format) != "folder":
