@@ -10,14 +10,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from convbench import build
 from convbench.checkpoint import load_checkpoint
-from convbench.errors import ConvbenchError, DatasetError
 from convbench.runfolder import find_run_dirs
 from helpers.cli import (
     cli_env,
@@ -149,44 +146,27 @@ def folder_run(root: Path, run_dir: Path) -> list[str]:
     return [*data, *short, "trainer.devices=2", f"hydra.run.dir={run_dir}"]
 
 
-class Rank:
-    """One rank's view of a two-process group for `load_splits_in_turn`: its place, and an
-    `any` that records when it is reached and answers what rank 0 reported."""
-
-    def __init__(self, rank: int, events: list, rank_0_failed: bool = False):
-        self.place = SimpleNamespace(is_distributed=True, is_main=rank == 0)
-        self.events, self.rank_0_failed = events, rank_0_failed
-
-    def any(self, flag: bool) -> bool:
-        self.events.append("wait")
-        return flag or self.rank_0_failed
-
-
-@pytest.mark.parametrize(("rank", "order"), [(0, ["load", "wait"]), (1, ["wait", "load"])])
-def test_rank_0_loads_the_data_before_the_others(monkeypatch, rank, order):
-    """So a folder seen for the first time is decoded once, by rank 0; the others read the
-    cache it wrote."""
-    events = []
-    monkeypatch.setattr(build, "load_splits", lambda cfg: events.append("load") or {"ok": rank})
-    assert build.load_splits_in_turn(SimpleNamespace(name="x"), Rank(rank, events)) == {"ok": rank}
-    assert events == order
-
-
-def test_a_failure_of_rank_0_stops_the_others_without_loading(monkeypatch):
-    events = []
-
-    def broken(cfg):
-        events.append("load")
-        raise DatasetError("bad.png cannot be read")
-
-    monkeypatch.setattr(build, "load_splits", broken)
-    with pytest.raises(DatasetError, match=r"bad\.png"):
-        build.load_splits_in_turn(SimpleNamespace(name="x"), Rank(0, events))
-    assert events == ["load", "wait"], "rank 0 tells the others before it gives up"
-    events.clear()
-    with pytest.raises(ConvbenchError, match="rank 0 could not load the dataset"):
-        build.load_splits_in_turn(SimpleNamespace(name="x"), Rank(1, events, rank_0_failed=True))
-    assert events == ["wait"]
+def test_rank_0_decodes_a_new_folder_and_the_others_read_its_cache(tmp_path):
+    """Two real ranks (torchrun, gloo) load a new folder, then one with a corrupt image."""
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    write_class_folders(good, per_class=24)
+    write_class_folders(bad, per_class=24)
+    (bad / "dog" / "broken.png").write_bytes(b"not a png")
+    helper = Path(__file__).parent / "helpers" / "load_in_turn.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node=2", str(helper), str(tmp_path), str(good), str(bad)]  # fmt: skip
+    done = subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert rank[0]["good"]["images"] == rank[1]["good"]["images"] == 48
+    assert any(
+        line.startswith("imagefolder: decoding 48 images") for line in rank[0]["good"]["log"]
+    )
+    assert not any("decoding" in line for line in rank[1]["good"]["log"]), "decoded once"
+    assert any("48 images from the cache" in line for line in rank[1]["good"]["log"])
+    assert "broken.png" in rank[0]["bad"]["error"]
+    assert "rank 0 could not load the dataset" in rank[1]["bad"]["error"]
+    assert rank[1]["bad"]["log"] == [], "rank 1 stopped without decoding"
 
 
 def test_a_bad_image_stops_both_ranks_with_rank_0s_error(tmp_path):

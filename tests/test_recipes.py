@@ -88,8 +88,8 @@ def test_the_choice_and_its_reason_are_in_the_first_line_and_metrics(default_run
 
 
 def test_the_layout_picked_is_the_layout_trained(default_run, mnist_root, tmp_path):
-    """A settled trainer.channels_last reads back from the config as the string "True" or
-    "False"; the model and the batches must follow its meaning, not its truthiness."""
+    """The model trains in the layout the first line names: channels_last as `auto` picks it
+    on a CPU, and NCHW when trainer.channels_last=false is asked for."""
     run_dir, _ = default_run
 
     def second_conv(folder):  # LeNet's conv(6 -> 16): a layout of its own only in NHWC

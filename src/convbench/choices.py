@@ -74,9 +74,10 @@ def choose_channels_last(setting, model: nn.Module, device: torch.device, macs: 
 
 
 def settled_channels_last(value) -> bool:
-    """trainer.channels_last after `convbench.build.settle_choices`, as a bool. The schema types
-    the setting as a string (it also takes `auto`), so a settled value reads back as "True" or
-    "False", both of them truthy: every reader goes through here."""
+    """trainer.channels_last after `convbench.build.settle_choices`, as a bool. A run's plain
+    config holds a bool there, but a config composed with the schema (the benchmarks, `compose`)
+    types the setting as a string, since it also takes `auto`, and reads back "True" or "False",
+    both truthy; an unsettled `auto` is a caller's bug. Every reader goes through here."""
     switch = SWITCH_VALUES.get(str(value).lower())
     if switch is None:
         raise ValueError(f"trainer.channels_last={value!r} has not been settled to true or false")
