@@ -15,6 +15,7 @@ import typer
 from convbench import __version__
 from convbench.commands import compare, resume, runs, summary, tb, train
 from convbench.commands import eval as eval_command
+from convbench.distributed import leave
 from convbench.errors import BUG_REPORT, EXIT_BUG, ConvbenchError, RunInterrupted
 
 app = typer.Typer(
@@ -65,6 +66,10 @@ def main() -> None:
         typer.echo(f"Error: {err}", err=True)
         sys.exit(err.exit_code)
     except RunInterrupted as stop:
+        # Every rank of a distributed run stops at the same step (convbench.engine), so all of
+        # them reach leave()'s barrier; leaving the group before the interpreter's teardown
+        # keeps a rank from aborting while its peer still tears down ("terminate called ...").
+        leave()
         where = f" convbench resume {stop.run_dir}" if stop.run_dir else " convbench resume RUN_DIR"
         typer.echo(
             f"Interrupted by {stop.signal_name}; last.pt is saved. Continue with:{where}", err=True
