@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import ONE_THREAD, slow_overrides, tiny_mnist_overrides
+from helpers.cli import ONE_THREAD, TRUSTED, slow_overrides, tiny_mnist_overrides
 from helpers.fakedata import write_idx_dataset
 from helpers.terminal import Terminal
 
@@ -67,7 +67,7 @@ def test_a_stop_and_a_resume_keep_their_lines_apart_from_the_bar(short_tmp):
     assert any(line.startswith("SIGTERM received") for line in stopped), stopped
     assert any(line.startswith("stopped by SIGTERM at epoch 1") for line in stopped), stopped
 
-    resumed = Terminal("resume", "run", cwd=tmp_path)
+    resumed = Terminal("resume", "run", *TRUSTED, cwd=tmp_path)
     assert resumed.wait() == 0, resumed.screen()
     screen = resumed.screen()
     assert any(line.startswith("resuming run at epoch 1, step") for line in screen), screen

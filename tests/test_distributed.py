@@ -17,6 +17,7 @@ import torch
 from convbench.checkpoint import load_checkpoint
 from convbench.runfolder import find_run_dirs
 from helpers.cli import (
+    TRUSTED,
     cli_env,
     finish,
     run_cli,
@@ -95,7 +96,7 @@ def test_devices_2_equals_torchrun_and_resumes_exactly_after_a_sigkill(mnist_roo
     finish(proc, expected=-signal.SIGKILL)
     assert not (run_dir / "metrics.json").exists()
 
-    finish(start("resume", str(run_dir), cwd=tmp_path))  # starts its two processes itself
+    finish(start("resume", str(run_dir), *TRUSTED, cwd=tmp_path))  # starts its two processes itself
     for name in ("last.pt", "best.pt"):
         ours, theirs = weights(run_dir, name), weights(reference, name)
         assert all(torch.equal(ours[k], theirs[k]) for k in theirs), name

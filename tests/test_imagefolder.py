@@ -24,7 +24,15 @@ from convbench.cli import app
 from convbench.compose import compose
 from convbench.data import load_splits
 from convbench.errors import DatasetError
-from helpers.cli import ONE_THREAD, cli_env, finish, run_cli, start, stop_after_first_checkpoint
+from helpers.cli import (
+    ONE_THREAD,
+    TRUSTED,
+    cli_env,
+    finish,
+    run_cli,
+    start,
+    stop_after_first_checkpoint,
+)
 from helpers.imagefolders import (
     class_image,
     gradient,
@@ -625,7 +633,7 @@ def resumed_run(slow_root, reference_run, tmp_path_factory) -> tuple[Path, str]:
     run_dir = work / "run"
     proc = start("train", *slow_folder_overrides(slow_root, run_dir), cwd=work)
     interrupted = stop_after_first_checkpoint(proc, run_dir, signal.SIGTERM)
-    finish(start("resume", str(run_dir), cwd=work))
+    finish(start("resume", str(run_dir), *TRUSTED, cwd=work))
     return run_dir, interrupted
 
 

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from convbench.cli import app
 from convbench.commands.summary import summarize_config
 from helpers.cli import ONE_THREAD, REPO, run_cli, tiny_mnist_overrides
+from helpers.inprocess import convbench
 
 EXAMPLE = REPO / "examples" / "own_model"
 # The direct form from the README: no YAML file, the model config on the command line.
@@ -38,8 +39,12 @@ def test_trains_through_the_search_path_and_evaluates(mnist_root, tmp_path, impo
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["model"] == "mynets.TinyNet" and metrics["epochs"] == 2
     assert metrics["params"] == 5130  # 16*1*9+16 + 32*16*9+32 + 32*10+10
-    report = CliRunner().invoke(app, ["eval", str(run_dir), "--json", "--device", "cpu"])
-    assert report.exit_code == 0, report.output
+    # The run folder alone may not name a class outside convbench; the config folder vouches.
+    refused = convbench("eval", run_dir, "--device", "cpu")
+    assert refused.code == 2 and "model._target_=mynets.TinyNet" in refused.stderr
+    report = convbench("eval", run_dir, "--config-dir", EXAMPLE / "conf", "--json", "--device",
+                       "cpu")  # fmt: skip
+    assert report.code == 0, report.stderr
     assert json.loads(report.stdout)["test_acc"] == metrics["test_acc"]
 
 

@@ -18,6 +18,7 @@ from convbench.models.lenet import LeNet
 from convbench.models.mlp import MLP
 from helpers.cli import (
     ONE_THREAD,
+    TRUSTED,
     finish,
     run_cli,
     slow_overrides,
@@ -151,7 +152,7 @@ def test_the_average_is_validated_kept_as_best_and_resumed_exactly(mnist_root, t
                proc, "a checkpoint in epoch 2")  # fmt: skip
     proc.send_signal(signal.SIGKILL)
     finish(proc, expected=-signal.SIGKILL)
-    finish(start("resume", str(run_dir), cwd=tmp_path))
+    finish(start("resume", str(run_dir), *TRUSTED, cwd=tmp_path))
     for name in ("last.pt", "best.pt"):
         ours = load_checkpoint(run_dir / "checkpoints" / name)
         theirs = load_checkpoint(reference / "checkpoints" / name)
@@ -168,5 +169,5 @@ def test_early_stopping_ends_the_run_and_resume_leaves_it(mnist_root, tmp_path):
     assert metrics["stopped_early"] and metrics["epochs"] < 20
     assert metrics["epochs"] == metrics["best_epoch"] + 1
     assert "stopping early: no better validation accuracy for 1 epochs" in result.stdout
-    again = run_cli("resume", str(run_dir), cwd=tmp_path)
+    again = run_cli("resume", str(run_dir), *TRUSTED, cwd=tmp_path)
     assert again.returncode == 0 and "already finished" in again.stdout

@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from convbench.checkpoint import load_checkpoint
 from helpers.cli import (
     TESTS,
+    TRUSTED,
     finish,
     slow_overrides,
     start,
@@ -71,7 +72,7 @@ def test_sigkill_at_several_steps_then_resume_equals_uninterrupted(reference_run
         args = (
             ("train", *slow_overrides(mnist_root, run_dir))
             if attempt == 0
-            else ("resume", str(run_dir))
+            else ("resume", str(run_dir), *TRUSTED)
         )
         before = last.stat().st_mtime if last.exists() else 0.0
         proc = start(*args, cwd=tmp_path)
@@ -82,7 +83,7 @@ def test_sigkill_at_several_steps_then_resume_equals_uninterrupted(reference_run
         killed_at.append(load_checkpoint(last)["state"]["step"])
     assert len(set(killed_at)) == 3 and killed_at == sorted(killed_at), killed_at
     assert not (run_dir / "metrics.json").exists()
-    finish(start("resume", str(run_dir), cwd=tmp_path))
+    finish(start("resume", str(run_dir), *TRUSTED, cwd=tmp_path))
     assert_same_run(run_dir, reference_run)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
 
@@ -101,7 +102,7 @@ def test_sigterm_mid_epoch_saves_exits_3_and_resumes_exactly(reference_run, mnis
     assert stopped, output
     assert (saved["epoch"] + 1, saved["step"]) == (int(stopped[1]), int(stopped[2]))
     assert status["step"] == saved["step"] and status["epoch"] == saved["epoch"]
-    finish(start("resume", str(run_dir), cwd=tmp_path))
+    finish(start("resume", str(run_dir), *TRUSTED, cwd=tmp_path))
     assert_same_run(run_dir, reference_run)
 
 
@@ -113,7 +114,7 @@ def test_resume_ignores_the_leftover_of_a_save_killed_mid_write(reference_run, m
     stop_after_first_checkpoint(proc, run_dir, signal.SIGKILL)
     leftover = run_dir / "checkpoints" / ".last.pt.tmp-99999"
     leftover.write_bytes(b"PK\x03\x04 half a zip")  # what a save killed mid-write leaves
-    finish(start("resume", str(run_dir), cwd=tmp_path))
+    finish(start("resume", str(run_dir), *TRUSTED, cwd=tmp_path))
     assert not leftover.exists()
     assert_same_run(run_dir, reference_run)
 
@@ -174,8 +175,10 @@ def test_the_own_model_example_resumes(tmp_path):
     finish(proc, expected=3)
     stopped_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]["step"]
     assert 0 < stopped_at < 3 * 125
-    resumed = subprocess.run([sys.executable, "-m", "convbench", "resume", str(run_dir)],
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    resume = [sys.executable, "-m", "convbench", "resume", str(run_dir), "--config-dir",
+              str(repo / "examples/own_model/conf")]  # fmt: skip
+    resumed = subprocess.run(resume, cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["model"] == "mynets.TinyNet"

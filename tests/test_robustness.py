@@ -21,6 +21,7 @@ from convbench.evaluation import _perturbed
 from convbench.lifecycle import measure_robustness
 from helpers.cli import (
     ONE_THREAD,
+    TRUSTED,
     finish,
     run_cli,
     slow_overrides,
@@ -123,7 +124,7 @@ def test_a_run_stopped_while_measuring_records_the_same_numbers_on_resume(mnist_
     proc.send_signal(signal.SIGKILL)
     finish(proc, expected=-signal.SIGKILL)
     assert not (run_dir / "metrics.json").exists(), "killed before the end of the phase"
-    finish(start("resume", str(run_dir), cwd=tmp_path))
+    finish(start("resume", str(run_dir), *TRUSTED, cwd=tmp_path))
     ours, theirs = metrics_of(run_dir), metrics_of(reference)
     assert ours["robustness"] == theirs["robustness"]
     assert ours["test_acc"] == theirs["test_acc"]

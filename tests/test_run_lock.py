@@ -8,7 +8,15 @@ import signal
 import socket
 from pathlib import Path
 
-from helpers.cli import finish, run_cli, slow_overrides, start, tiny_mnist_overrides, wait_until
+from helpers.cli import (
+    TRUSTED,
+    finish,
+    run_cli,
+    slow_overrides,
+    start,
+    tiny_mnist_overrides,
+    wait_until,
+)
 
 
 def holds_the_run(run_dir: Path, pid: int):
@@ -31,10 +39,10 @@ def test_two_resumes_of_one_run_one_proceeds_and_a_kill_frees_it(mnist_root, tmp
     first.send_signal(signal.SIGKILL)
     finish(first, expected=-signal.SIGKILL)
 
-    holder = start("resume", str(run_dir), cwd=tmp_path)
+    holder = start("resume", str(run_dir), *TRUSTED, cwd=tmp_path)
     wait_until(holds_the_run(run_dir, holder.pid), holder, "the resume holds the run")
     events = sorted(run_dir.glob("events.out.tfevents.*"))
-    second = run_cli("resume", str(run_dir), cwd=tmp_path, timeout=60)
+    second = run_cli("resume", str(run_dir), *TRUSTED, cwd=tmp_path, timeout=60)
     assert second.returncode == 2, second.stderr
     assert f"process {holder.pid} on host {socket.gethostname()}" in second.stderr
     assert "is in use" in second.stderr and "Traceback" not in second.stderr
@@ -43,7 +51,7 @@ def test_two_resumes_of_one_run_one_proceeds_and_a_kill_frees_it(mnist_root, tmp
 
     holder.send_signal(signal.SIGKILL)  # no chance to clean up: the kernel frees the lock
     finish(holder, expected=-signal.SIGKILL)
-    third = start("resume", str(run_dir), cwd=tmp_path)
+    third = start("resume", str(run_dir), *TRUSTED, cwd=tmp_path)
     wait_until(holds_the_run(run_dir, third.pid), third, "the next resume proceeds", timeout=30)
     finish(third)
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 20
@@ -80,7 +88,7 @@ def test_resuming_a_finished_run_changes_nothing_and_exits_0(mnist_root, tmp_pat
     before = snapshot(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for _ in range(2):  # a requeue script may call it any number of times
-        result = run_cli("resume", str(run_dir), cwd=tmp_path)
+        result = run_cli("resume", str(run_dir), *TRUSTED, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "already finished all 1 epochs" in result.stdout
         assert f"test acc {metrics['test_acc']:.4f}" in result.stdout

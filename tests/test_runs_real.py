@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from convbench.checkpoint import load_checkpoint
-from helpers.cli import finish, run_cli, slow_overrides, start, wait_for_new_checkpoint
+from helpers.cli import TRUSTED, finish, run_cli, slow_overrides, start, wait_for_new_checkpoint
 
 
 @pytest.mark.slow
@@ -39,13 +39,13 @@ def test_runs_and_eval_on_a_finished_a_failed_and_an_interrupted_run(mnist_root,
     assert "failed" in table and "interrupted" in table and "finished" in table
 
     # eval needs only the folder, whatever became of the run.
-    report = run_cli("eval", str(failed), "--json", "--device", "cpu", cwd=tmp_path)
+    report = run_cli("eval", str(failed), *TRUSTED, "--json", "--device", "cpu", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     assert 0 <= json.loads(report.stdout)["test_acc"] <= 1
     # The interrupted run stopped inside epoch 1 (no best.pt yet): its last.pt is evaluated. Its
     # model is the tests' SlowLeNet, so the tests folder goes on PYTHONPATH, as for any own model.
     assert load_checkpoint(stopped / "checkpoints" / "last.pt")["state"]["step"] > 0
-    report = run_cli("eval", str(stopped), "--checkpoint", "last", "--json", "--device", "cpu",
+    report = run_cli("eval", str(stopped), *TRUSTED, "--checkpoint", "last", "--json", "--device", "cpu",
                      env_extra={"PYTHONPATH": str(Path(__file__).parent)}, cwd=tmp_path)  # fmt: skip
     assert report.returncode == 0, report.stderr
     assert 0 <= json.loads(report.stdout)["test_acc"] <= 1

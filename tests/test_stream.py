@@ -20,7 +20,7 @@ from convbench.data import Batches, load_splits
 from convbench.data.folder import CACHE_FOLDER
 from convbench.data.stream import FileSplit, StreamBatches
 from convbench.errors import ConvbenchError, DatasetError
-from helpers.cli import ONE_THREAD, finish, run_cli, start, wait_for_new_checkpoint
+from helpers.cli import ONE_THREAD, TRUSTED, finish, run_cli, start, wait_for_new_checkpoint
 
 CLASSES = ("circle", "square", "stripes")
 # Sizes of the generated files: square and not, larger and smaller than native_size, so the
@@ -302,7 +302,7 @@ def test_sigterm_mid_epoch_then_resume_equals_the_uninterrupted_streamed_run(
     assert len(re.findall(r"SIGTERM received", output)) == 1  # not again by the readers
     saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]
     assert saved["epoch"] == 0 and 0 < saved["batch_in_epoch"] < 6  # mid-epoch (6 batches)
-    finish(start("resume", str(run_dir), cwd=tmp_path))
+    finish(start("resume", str(run_dir), *TRUSTED, cwd=tmp_path))
     assert_same_weights(run_dir, streamed_run, "last.pt")
     assert_same_weights(run_dir, streamed_run, "best.pt")
     assert metrics(run_dir)["test_acc"] == metrics(streamed_run)["test_acc"]

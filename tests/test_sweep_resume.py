@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from convbench.checkpoint import load_checkpoint
-from helpers.cli import finish, slow_overrides, start, wait_until
+from helpers.cli import TRUSTED, finish, slow_overrides, start, wait_until
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
 
@@ -52,7 +52,7 @@ def test_a_killed_sweep_is_finished_by_resume(reference_sweep, mnist_root, tmp_p
     finished_before = {n: (p / "metrics.json").stat().st_mtime_ns
                        for n, p in jobs(sweep_dir).items() if n in "01"}  # fmt: skip
 
-    output = finish(start("resume", str(sweep_dir), cwd=tmp_path))
+    output = finish(start("resume", str(sweep_dir), *TRUSTED, cwd=tmp_path))
     assert "job 0: finished (skipped: finished before)" in output
     assert "job 1: finished (skipped: finished before)" in output
     assert "job 2: finished (resumed)" in output and "job 3: finished (started)" in output
@@ -82,5 +82,5 @@ def test_a_stop_signal_during_a_sweep_points_at_the_sweep(mnist_root, tmp_path):
     proc.send_signal(signal.SIGTERM)
     output = finish(proc, expected=3)
     assert f"Continue with: convbench resume {sweep_dir.resolve()}" in output
-    resumed = finish(start("resume", str(sweep_dir), cwd=tmp_path))
+    resumed = finish(start("resume", str(sweep_dir), *TRUSTED, cwd=tmp_path))
     assert resumed.count(": finished (") == len(ACTIVATIONS)

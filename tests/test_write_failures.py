@@ -9,7 +9,15 @@ from pathlib import Path
 
 from convbench.checkpoint import load_checkpoint
 from convbench.errors import EXIT_WRITE_FAILED
-from helpers.cli import finish, run_cli, slow_overrides, start, tiny_mnist_overrides, wait_until
+from helpers.cli import (
+    TRUSTED,
+    finish,
+    run_cli,
+    slow_overrides,
+    start,
+    tiny_mnist_overrides,
+    wait_until,
+)
 from helpers.limits import ignore_sigxfsz, limit_file_size, small_tmpfs
 
 TMP_MARK = ".tmp-"
@@ -65,7 +73,7 @@ def test_a_checkpoint_over_the_file_size_limit(mnist_root, tmp_path):
     assert no_temporary_files(run_dir)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "failed" and "EFBIG" in status["error"]
-    finish(start("resume", str(run_dir), cwd=tmp_path))  # no limit now: it finishes
+    finish(start("resume", str(run_dir), *TRUSTED, cwd=tmp_path))  # no limit now: it finishes
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
 
 
@@ -120,7 +128,7 @@ def test_metrics_json_over_the_file_size_limit_then_resume_writes_it(mnist_root,
     assert not (run_dir / "metrics.json").exists() and no_temporary_files(run_dir)
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert best["state"]["epoch"] == 1
-    output = finish(start("resume", str(run_dir), cwd=tmp_path))
+    output = finish(start("resume", str(run_dir), *TRUSTED, cwd=tmp_path))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and f"test acc {metrics['test_acc']:.4f}" in output
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"

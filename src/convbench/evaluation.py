@@ -143,15 +143,22 @@ class _Loaded:
     test_split: object
 
 
-def _load(path: Path, device_name: str) -> _Loaded:
+def _load(path: Path, device_name: str, trust) -> _Loaded:
+    """The checkpoint at `path`, its config checked against `trust` (convbench.trust) before
+    its model is built."""
     from omegaconf import OmegaConf
 
     from convbench.build import build_model
     from convbench.checkpoint import load_checkpoint
     from convbench.choices import settled_channels_last
     from convbench.data import load_splits
+    from convbench.lifecycle import check_belongs_to_run
+    from convbench.trust import check_config
 
     payload = load_checkpoint(path)
+    check_config(payload.get("config"), trust, str(path))
+    if path.parent.name == "checkpoints":  # in a run folder: its .hydra/ must agree
+        check_belongs_to_run(path.parent.parent, payload)
     cfg = OmegaConf.create(payload["config"])
     device = _device(device_name)
     model = build_model(cfg, device, settled_channels_last(cfg.trainer.channels_last))
@@ -174,7 +181,12 @@ def _headline(loaded: _Loaded, images: int) -> dict:
 
 
 def evaluate_checkpoint(
-    path: Path, device_name: str = "auto", perturbation=None, feature_maps: Path | None = None
+    path: Path,
+    device_name: str = "auto",
+    perturbation=None,
+    feature_maps: Path | None = None,
+    *,
+    trust,
 ) -> dict:
     """Rebuild the model of checkpoint `path`, load its weights, test it; returns the report.
 
@@ -183,7 +195,7 @@ def evaluate_checkpoint(
     model, to measure tolerance to them. `feature_maps`: also draw the conv stages' activations
     for the first 4 test images, as tested, to that PNG or SVG file.
     """
-    loaded = _load(path, device_name)
+    loaded = _load(path, device_name, trust)
     perturbation = {k: v for k, v in (perturbation or {}).items() if v} or None
     result = evaluate_weights(
         loaded.model, loaded.cfg, loaded.test_split, loaded.device, perturbation
@@ -203,12 +215,18 @@ def evaluate_checkpoint(
 
 
 def checkpoint_robustness(
-    path: Path, device_name: str, amounts: dict, seed: int = 0, feature_maps: Path | None = None
+    path: Path,
+    device_name: str,
+    amounts: dict,
+    seed: int = 0,
+    feature_maps: Path | None = None,
+    *,
+    trust,
 ) -> dict:
     """Test checkpoint `path` under each value of each perturbation in `amounts` (kind ->
     values), one at a time, as a run's `evaluate` block does; returns the report, its rows under
     "results". `feature_maps`: as `evaluate_checkpoint`, for the unperturbed images."""
-    loaded = _load(path, device_name)
+    loaded = _load(path, device_name, trust)
     rows = robustness(loaded.model, loaded.cfg, loaded.test_split, loaded.device, amounts, seed)
     if feature_maps is not None:
         _save_feature_maps(loaded, None, feature_maps)

@@ -24,6 +24,7 @@ from convbench.evaluation import KINDS, UNITS, amount_key, by_kind, robustness
 from convbench.files import remove_leftovers, write_failed, write_json
 from convbench.runfolder import METRICS_FILE, RunLock, read_json, record_status, write_status
 from convbench.signals import StopRequest
+from convbench.trust import Trust, check_config
 from convbench.visuals import log_confusion, log_graph
 
 log = logging.getLogger("convbench")
@@ -94,9 +95,10 @@ def finished_metrics(run_dir: Path, payload: dict | None = None) -> dict | None:
     return metrics if done else None
 
 
-def resume(run_dir: Path) -> dict:
+def resume(run_dir: Path, trust: Trust) -> dict:
     """Continue the run in `run_dir` from checkpoints/last.pt, in the same folder, holding its
-    lock. A run that already finished is left untouched; its metrics are returned."""
+    lock. A run that already finished is left untouched; its metrics are returned. The code the
+    checkpoint's config names must pass `trust` (convbench.trust) before anything is built."""
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
         raise CheckpointError(
@@ -109,6 +111,7 @@ def resume(run_dir: Path) -> dict:
         finished = finished_metrics(run_dir, payload)
         if finished is not None:  # finished while this process waited for the lock
             return finished
+        check_config(payload["config"], trust, str(last))
         if _writes_the_folder():
             remove_leftovers(last.parent)  # an interrupted save; last.pt itself is intact
         cfg = OmegaConf.create(payload["config"])
@@ -120,14 +123,25 @@ def resume(run_dir: Path) -> dict:
 
 
 def check_belongs_to_run(run_dir: Path, payload: dict) -> None:
-    """Refuse a last.pt that belongs to another run (copied in from elsewhere)."""
+    """Refuse a last.pt that belongs to another run (copied in from elsewhere), and a run folder
+    whose .hydra/config.yaml cannot be read or names another model than its checkpoint."""
+    import yaml
+    from omegaconf.errors import OmegaConfBaseException
+
     from convbench import config
 
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         return
     config.register()  # the resolvers the saved config may use (${minus:...})
-    run_config = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+    try:
+        run_config = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as exc:
+        reason = " ".join(str(exc).split())
+        raise CheckpointError(
+            f"{saved} cannot be read as a config ({reason}), so nothing says which run "
+            f"{run_dir}'s checkpoints belong to. Nothing was run or written."
+        ) from None
     diffs = identity_differences(payload, run_config)
     if diffs:
         raise CheckpointError(

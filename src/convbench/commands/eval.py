@@ -49,6 +49,13 @@ def eval_(
         help="Also draw the conv stages' activations for the first 4 test images (as tested) "
         "to FILE, a .png or .svg.",
     ),
+    config_dirs: list[Path] = typer.Option(
+        [],
+        "--config-dir",
+        metavar="DIR",
+        help="A config folder whose YAML names your own model class (repeatable): a run "
+        "folder alone may name only convbench's models.",
+    ),
 ) -> None:
     """Test a run's checkpoint again: accuracy, loss and per-class accuracy on the test set.
     Needs nothing but the run folder: the checkpoint carries its config. --shift, --occlude,
@@ -67,21 +74,32 @@ def eval_(
     from convbench.console import log_to_console
     from convbench.evaluation import checkpoint_path, checkpoint_robustness, evaluate_checkpoint
 
+    trust = user_trust(config_dirs)
     path = checkpoint_path(run_dir, checkpoint)
     as_list = any(len(values) > 1 for values in amounts.values())
     with log_to_console():
         if as_list:
-            report = checkpoint_robustness(path, device, amounts, seed, feature_maps)
+            report = checkpoint_robustness(path, device, amounts, seed, feature_maps, trust=trust)
         else:
             perturbation = {kind: 0 for kind in given} | {k: v[0] for k, v in amounts.items()}
             if any(perturbation.values()):
                 perturbation["seed"] = seed
-            report = evaluate_checkpoint(path, device, perturbation, feature_maps)
+            report = evaluate_checkpoint(path, device, perturbation, feature_maps, trust=trust)
     report["run_dir"] = str(run_dir)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
         typer.echo(format_robustness(report) if as_list else format_report(report))
+
+
+def user_trust(config_dirs: list[Path]):
+    """The code the user vouches for with --config-dir folders (convbench.trust)."""
+    from convbench.trust import Trust
+
+    for folder in config_dirs:
+        if not folder.is_dir():
+            raise ConvbenchError(f"--config-dir {folder}: not a folder.")
+    return Trust.of_folders(config_dirs)
 
 
 def parse_amounts(kind: str, text: str) -> list:

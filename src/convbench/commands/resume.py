@@ -12,35 +12,48 @@ def resume(
         help="A run folder (outputs/2026-01-31/12-00-00-ab12cd) or a sweep folder "
         "(outputs/multirun/...).",
     ),
+    config_dirs: list[Path] = typer.Option(
+        [],
+        "--config-dir",
+        metavar="DIR",
+        help="A config folder whose YAML names your own model class (repeatable), as given to "
+        "train: a run or sweep folder alone may name only convbench's models.",
+    ),
 ) -> None:
     """Continue a stopped run in its own folder from checkpoints/last.pt: same data order, same
     random state, TensorBoard curves continuing. Needs nothing but the run folder. A run that
     already finished is left as it is (exit 0), so requeue scripts can always call resume.
     Given a sweep's folder, finishes the sweep: finished jobs are skipped, stopped ones continue
     from their last.pt, jobs that never started are launched with their recorded overrides."""
+    from convbench.commands.eval import user_trust
     from convbench.sweeps import is_sweep_dir
 
     folder = Path(run_dir)
+    trust = user_trust(config_dirs)
     if is_sweep_dir(folder):
-        raise typer.Exit(resume_sweep(folder))
-    resume_run(folder)
+        raise typer.Exit(resume_sweep(folder, config_dirs))
+    resume_run(folder, trust, config_dirs)
 
 
-def resume_run(folder: Path) -> None:
+def resume_run(folder: Path, trust, config_dirs: list[Path]) -> None:
     from convbench.checkpoint import load_checkpoint
     from convbench.console import log_to_run_folder
     from convbench.distributed import join, launch_local, leave, place
     from convbench.lifecycle import finished_metrics
     from convbench.lifecycle import resume as resume_in_place
+    from convbench.trust import check_config
 
     here = place()
     if (folder / "checkpoints" / "last.pt").is_file():
         payload = load_checkpoint(folder / "checkpoints" / "last.pt")
+        # Before anything is written (train.log, the lock): the checkpoint may not choose code.
+        check_config(payload.get("config"), trust, str(folder / "checkpoints" / "last.pt"))
         processes = len(payload.get("ranks") or [None])
         finished = finished_metrics(folder, payload)
         if finished is None and processes > 1 and not here.is_distributed:
             # A run of several processes continues on as many, started as `train` started them.
-            raise typer.Exit(launch_local(processes, ["resume", str(folder)]))
+            folders = [arg for path in config_dirs for arg in ("--config-dir", str(path))]
+            raise typer.Exit(launch_local(processes, ["resume", str(folder), *folders]))
         if finished is not None:  # nothing to do; nothing written, not even to train.log
             epochs, accuracy = finished.get("epochs", "?"), finished.get("test_acc", float("nan"))
             typer.echo(
@@ -50,21 +63,23 @@ def resume_run(folder: Path) -> None:
             return
     join(here)
     if not here.is_main:  # rank 0 alone writes the run folder, train.log included
-        resume_in_place(folder)
+        resume_in_place(folder, trust)
     else:
         with log_to_run_folder(folder):
-            resume_in_place(folder)
+            resume_in_place(folder, trust)
     leave()
 
 
-def resume_sweep(sweep_dir: Path) -> int:
+def resume_sweep(sweep_dir: Path, config_dirs: list[Path]) -> int:
     """Run the sweep again into its folder (the sweeper skips finished jobs, each job continues
-    from its checkpoint), then list every job's outcome. Returns the exit code."""
+    from its checkpoint), then list every job's outcome. Returns the exit code. The sweep's
+    record is checked first (convbench.sweeps.relaunch_arguments): it may not choose code."""
     from convbench.commands.train import run_hydra
     from convbench.sweeps import job_outcomes, relaunch_arguments
 
+    arguments = relaunch_arguments(sweep_dir, config_dirs)
     before = {str(job["run_dir"]): job["status"] for job in job_outcomes(sweep_dir)}
-    code = run_hydra(relaunch_arguments(sweep_dir))
+    code = run_hydra(arguments)
     typer.echo(f"Sweep {sweep_dir}:")
     for job in job_outcomes(sweep_dir):
         was = before.get(str(job["run_dir"]))

@@ -14,16 +14,24 @@ from convbench.tables import render_table
 
 def summary(
     overrides: list[str] = typer.Argument(
-        None, help="Hydra overrides, as for train: model=mlp dataset=cifar10 dataset.image_size=64"
+        None,
+        metavar="[RUN_DIR | OVERRIDES...]",
+        help="A run folder (its model), or Hydra overrides as for train: model=mlp "
+        "dataset=cifar10 dataset.image_size=64",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     config_dir: Path | None = typer.Option(
         None, help="An extra config folder, as for train (e.g. your own model/*.yaml)."
     ),
 ) -> None:
-    """Print each layer's output shape, parameters, MACs and receptive field, then the totals.
-    The model is built on the meta device: no weights are allocated, whatever its size."""
-    result = summarize_config(overrides or [], config_dir)
+    """Print each layer's output shape, parameters, MACs and receptive field, then the totals,
+    for the model the overrides compose or a run folder's model. The model is built on the meta
+    device: no weights are allocated, whatever its size."""
+    overrides = overrides or []
+    if len(overrides) == 1 and Path(overrides[0]).is_dir():
+        result = summarize_run(Path(overrides[0]), [config_dir] if config_dir else [])
+    else:
+        result = summarize_config(overrides, config_dir)
     typer.echo(json.dumps(result, indent=2) if as_json else format_summary(result))
 
 
@@ -64,6 +72,62 @@ def summarize_config(overrides: Sequence[str], extra_config_dir: str | Path | No
         return header | summarize(model, shape)
     except ValueError as exc:
         raise ConvbenchError(str(exc)) from None
+
+
+def summarize_run(run_dir: Path, config_dirs: list[Path]) -> dict:
+    """`summarize` of a run folder's model: the config of its checkpoint (best.pt, else
+    last.pt), or of .hydra/config.yaml before the first checkpoint, checked against the code
+    the user vouches for (convbench.trust) before anything is built."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from convbench.build import build_model, input_shape
+    from convbench.commands.eval import user_trust
+    from convbench.summary import summarize
+    from convbench.trust import check_config
+
+    trust = user_trust(config_dirs)
+    config, source = run_config(run_dir)
+    check_config(config, trust, source)
+    cfg = OmegaConf.create(config)
+    model = build_model(cfg, torch.device("meta"))
+    header = {
+        "model": type(model).__name__,
+        "target": cfg.model._target_,
+        "dataset": cfg.dataset.name,
+        "run": str(run_dir),
+    }
+    return header | summarize(model, input_shape(cfg))
+
+
+def run_config(run_dir: Path) -> tuple[dict, str]:
+    """(the run's resolved config, the file it came from)."""
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from convbench import config
+    from convbench.checkpoint import load_checkpoint
+    from convbench.lifecycle import check_belongs_to_run
+
+    for name in ("best.pt", "last.pt"):
+        path = run_dir / "checkpoints" / name
+        if path.is_file():
+            payload = load_checkpoint(path)
+            check_belongs_to_run(run_dir, payload)  # .hydra/config.yaml must agree with it
+            return payload.get("config"), str(path)
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConvbenchError(
+            f"{run_dir} is not a run folder: it has neither checkpoints/ nor .hydra/config.yaml. "
+            "Pass a folder that `convbench runs` lists, or overrides (model=lenet ...)."
+        )
+    config.register()
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True), str(path)
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as exc:
+        reason = " ".join(str(exc).split())
+        raise ConvbenchError(f"{path} cannot be read as a config ({reason}).") from None
 
 
 def _count(number: int) -> str:

@@ -178,13 +178,16 @@ def _run_job(cfg, run_dir: Path, sweeping: bool) -> dict:
     from convbench.lifecycle import resume as resume_run
     from convbench.lifecycle import train as train_run
     from convbench.preflight import preflight
+    from convbench.trust import Trust
 
     try:
         if sweeping:  # a single run was checked before its folder was made
             _share_the_machine(cfg)
             preflight(cfg)
             if (run_dir / "checkpoints" / "last.pt").is_file():
-                return resume_run(run_dir)
+                # The job's own config (composed from the sweep's command line) says which
+                # code its checkpoint may name.
+                return resume_run(run_dir, Trust.of_config(cfg))
         if cfg.trainer.devices > 1 and not place().is_distributed:
             _train_on_devices(cfg.trainer.devices, run_dir)
         return train_run(cfg, run_dir)
