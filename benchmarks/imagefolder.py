@@ -43,7 +43,7 @@ CLASSES = [
     "Ankle_boot",
 ]
 LOAD = (
-    "import json, sys, time; from convbench.compose import compose; "
+    "import json, sys, time; from convbench.config.compose import compose; "
     "from convbench.data import load_splits; "
     "cfg = compose(['dataset=imagefolder', 'dataset.root=' + sys.argv[1], 'dataset.native_size=28']); "
     "cfg.dataset.num_classes; started = time.perf_counter(); "

@@ -3,7 +3,7 @@ bf16 autocast, channels_last and both, per model, on this machine, in one run.
 
 Each variant trains one epoch of convbench's engine (`train_one_epoch`, as a run does) on the
 same images from the same initial weights, after a few warm-up steps; repeats rotate the order;
-the table shows the median images/s and each variant's speed against fp32. convbench.choices
+the table shows the median images/s and each variant's speed against fp32. convbench.config.auto
 takes bf16 and channels_last on a CPU with native bf16 for every model, and on a GPU for models of
 at least MIN_MACS multiply-accumulates per image.
 
@@ -18,13 +18,13 @@ import time
 
 import torch
 
-from convbench.build import build_model, build_optimization, count_macs
-from convbench.choices import MIN_MACS, native_bf16
-from convbench.compose import compose
+from convbench.config.auto import MIN_MACS, native_bf16
+from convbench.config.compose import compose
 from convbench.data import Batches, load_splits
-from convbench.distributed import Solo
 from convbench.engine import EngineOptions, RunIO, TrainState, train_one_epoch
-from convbench.eventlog import SilentLog
+from convbench.monitor.eventlog import SilentLog
+from convbench.run.build import build_model, build_optimization, count_macs
+from convbench.run.ranks import Solo
 
 VARIANTS = {  # name -> (precision, channels_last)
     "fp32": ("fp32", False),

@@ -42,18 +42,18 @@ HELP_TARGET_S = 0.3
 OVERHEAD_TARGET_S = 1.5  # first step minus import torch
 PROBE_ENV = "CONVBENCH_FIRST_STEP_FILE"
 # Modules whose first import marks a stage of `convbench train`: the CLI; Hydra, from `hydra` until
-# convbench.compose starts; the job Hydra runs (convbench.lifecycle) and the run's objects
-# (convbench.build, which brings torch); the data, the loop and what it logs.
+# convbench.config.compose starts; the job Hydra runs (convbench.run.lifecycle) and the run's objects
+# (convbench.run.build, which brings torch); the data, the loop and what it logs.
 WATCHED = {
     "convbench.cli",
     "hydra",
-    "convbench.compose",
-    "convbench.lifecycle",
-    "convbench.build",
+    "convbench.config.compose",
+    "convbench.run.lifecycle",
+    "convbench.run.build",
     "torch",
     "torch.utils.tensorboard",
     "torch._dynamo",
-    "convbench.visuals",
+    "convbench.monitor.pictures",
     "PIL",
     "torchvision",
     "matplotlib",
@@ -82,7 +82,7 @@ IMPORTS = {  # label -> statement, each timed alone in a fresh interpreter
     "import hydra + omegaconf": "import hydra, omegaconf; from hydra.utils import instantiate",
     "import torchvision": "import torchvision",
     "torch + tensorboard SummaryWriter": "from torch.utils.tensorboard import SummaryWriter",
-    "import convbench.lifecycle (+ convbench.build)": "import convbench.lifecycle",
+    "import convbench.run.lifecycle (+ convbench.run.build)": "import convbench.run.lifecycle",
     "torch + first optimizer (imports torch._dynamo)": "import torch; torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)",
 }
 

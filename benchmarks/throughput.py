@@ -7,7 +7,7 @@ training epoch is timed three ways:
               each step an index, a normalization, forward, loss, backward, step, zero_grad.
               No logging, no metrics: the fastest simple loop a PyTorch user writes.
   convbench   `convbench.engine.train_one_epoch` with real `convbench.data.Batches`, the
-              trainer's default EngineOptions (`convbench.build.engine_options` of
+              trainer's default EngineOptions (`convbench.run.build.engine_options` of
               conf/trainer/default.yaml: log_every_n_steps 50), a real TensorBoard SummaryWriter
               and the console's NoProgress (what a run off a terminal uses); no checkpoints
               during the epoch.
@@ -52,20 +52,21 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from convbench.build import (
+from convbench.config.auto import settled_channels_last
+from convbench.config.compose import compose
+from convbench.data import Batches, Split
+from convbench.data.formats import write_cifar_batch, write_idx
+from convbench.engine import EngineOptions, Optimization, RunIO, TrainState, train_one_epoch
+from convbench.monitor.console import NoProgress
+from convbench.run.build import (
     AUTOCAST_DTYPES,
     build_model,
     build_optimization,
     engine_options,
     settle_choices,
 )
-from convbench.choices import settled_channels_last
-from convbench.compose import compose
-from convbench.console import NoProgress
-from convbench.data import Batches, Split
-from convbench.data.formats import write_cifar_batch, write_idx
-from convbench.engine import EngineOptions, Optimization, RunIO, TrainState, train_one_epoch
-from convbench.signals import StopRequest
+from convbench.run.ranks import Solo
+from convbench.run.signals import StopRequest
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = (
@@ -189,7 +190,7 @@ class Setup:
 
     def fresh(self) -> tuple[nn.Module, Optimization]:
         """A copy of the initial model on the device, and its loss, optimizer and scaler as
-        `convbench.build` makes them from the config."""
+        `convbench.run.build` makes them from the config."""
         model = copy.deepcopy(self.initial_model).to(self.device, memory_format=self.memory_format)
         return model, build_optimization(self.cfg, model, self.device)
 
@@ -213,7 +214,7 @@ def benchmark_options(trainer_cfg, log_every_n_steps: int | None) -> EngineOptio
 
 def make_setup(name: str, args, seed: int = 0) -> Setup:
     # --precision and --channels-last go into the config and are settled as a run settles them
-    # (`auto`: convbench.choices, per model and device), so that the autocast dtype
+    # (`auto`: convbench.config.auto, per model and device), so that the autocast dtype
     # (engine_options), the fp16 gradient scaler (build_optimization) and the memory format of
     # every variant follow them.
     overrides = [f"dataset={args.dataset}", *model_overrides(name)]
@@ -326,7 +327,7 @@ def time_convbench(setup: Setup, data: Data, log_dir: Path) -> float:
     model, optimization = setup.fresh()
     writer = SummaryWriter(str(log_dir))
     # A StopRequest never entered installs no signal handler: `requested` stays None.
-    io = RunIO(writer, NoProgress(), NoCheckpointer(), StopRequest())
+    io = RunIO(writer, NoProgress(), NoCheckpointer(), StopRequest(), Solo())
     try:
 
         def run(epoch_batches: Batches) -> None:

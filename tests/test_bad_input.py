@@ -138,7 +138,7 @@ class _Exploit:
 def test_malicious_pickle_is_refused_without_running(cli, mnist_root, tmp_path):
     _Exploit.marker = str(tmp_path / "payload-ran")
     hostile = tmp_path / "hostile.pt"
-    torch.save({"format": "convbench.checkpoint", "version": 1, "model": _Exploit()}, hostile)
+    torch.save({"format": "convbench.run.checkpoint", "version": 1, "model": _Exploit()}, hostile)
     assert not (tmp_path / "payload-ran").exists()
     run_dir = tmp_path / "victim"
     (run_dir / "checkpoints").mkdir(parents=True)

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from convbench.choices import native_bf16
+from convbench.config.auto import native_bf16
 from helpers.cli import REPO
 
 BENCHMARKS = REPO / "benchmarks"
@@ -66,7 +66,7 @@ def test_throughput_smoke(tmp_path, args, models, data_word):
     saved = json.loads(results_file.read_text())
     assert [r["model"] for r in saved["results"]] == models
     assert all(r["convbench_over_bare"] > 0 for r in saved["results"])
-    # By default every variant runs in what a run would pick here (convbench.choices).
+    # By default every variant runs in what a run would pick here (convbench.config.auto).
     precision = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
     expected = {"mlp": precision, "lenet": f"{precision}+cl"}
     assert {r["model"]: r["runs_in"] for r in saved["results"]} == {m: expected[m] for m in models}

@@ -7,8 +7,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from convbench.compose import compose
-from convbench.paths import config_dir
+from convbench.config.compose import compose, config_dir
 from helpers.imagefolders import write_class_folders
 
 CONF = config_dir()

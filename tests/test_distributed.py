@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from convbench.checkpoint import load_checkpoint
-from convbench.runfolder import find_run_dirs
+from convbench.run.checkpoint import load_checkpoint
+from convbench.run.folder import find_run_dirs
 from helpers.cli import (
     TRUSTED,
     cli_env,

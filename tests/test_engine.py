@@ -9,8 +9,6 @@ import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from convbench.checkpoint import Checkpointer
-from convbench.console import NoProgress
 from convbench.data import Batches, Split
 from convbench.engine import (
     EngineOptions,
@@ -21,7 +19,10 @@ from convbench.engine import (
     train_one_epoch,
 )
 from convbench.models.googlenet import GoogLeNet
-from convbench.signals import StopRequest
+from convbench.monitor.console import NoProgress
+from convbench.run.checkpoint import Checkpointer
+from convbench.run.ranks import Solo
+from convbench.run.signals import StopRequest
 
 
 def _optimization(optimizer) -> Optimization:
@@ -43,7 +44,7 @@ def io_for(tmp_path):
                                     optimization.optimizer, optimization.scheduler,
                                     optimization.scaler, writer)  # fmt: skip
         return RunIO(writer=writer, progress=NoProgress(), checkpointer=checkpointer,
-                     stop=StopRequest())  # fmt: skip
+                     stop=StopRequest(), group=Solo())  # fmt: skip
 
     yield make
     for writer in writers:

@@ -4,7 +4,7 @@ convbench or in the user's own code, keeps its traceback, exits 1 and says it is
 import pytest
 
 from convbench.errors import BUG_REPORT
-from convbench.sweeps import is_job_failure
+from convbench.launch.sweeps import is_job_failure
 from helpers.cli import ONE_THREAD, tiny_mnist_overrides
 
 FAULTY = "model._target_=helpers.faultymodels"

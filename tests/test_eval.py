@@ -8,9 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from convbench.checkpoint import load_checkpoint, save_checkpoint
 from convbench.cli import app
 from convbench.errors import CheckpointError
+from convbench.run.checkpoint import load_checkpoint, save_checkpoint
 from helpers.cli import ONE_THREAD, run_cli, tiny_mnist_overrides
 
 

@@ -7,8 +7,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from convbench.compose import compose
-from convbench.paths import config_dir
+from convbench.config.compose import compose, config_dir
 from helpers.cli import ONE_THREAD, finish, start
 
 # Recipes (recipe_*: one run, no sweep, no picture) run through benchmarks/accuracy.py's test.

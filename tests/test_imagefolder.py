@@ -19,11 +19,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 from typer.testing import CliRunner
 
-from convbench.checkpoint import load_checkpoint
 from convbench.cli import app
-from convbench.compose import compose
+from convbench.config.compose import compose
 from convbench.data import load_splits
 from convbench.errors import DatasetError
+from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import (
     ONE_THREAD,
     TRUSTED,

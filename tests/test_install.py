@@ -52,7 +52,7 @@ def test_wheel_install_trains_from_any_folder(tmp_path, mnist_root):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = subprocess.run(
-        [str(python), "-c", "import convbench.paths as p; print(p.config_dir())"],
+        [str(python), "-c", "import convbench.config.compose as p; print(p.config_dir())"],
         cwd=elsewhere, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout

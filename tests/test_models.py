@@ -8,12 +8,11 @@ import torch
 import torchvision
 from torch import nn
 
-from convbench.compose import compose
+from convbench.config.compose import compose, config_dir
 from convbench.models.alexnet import AlexNet
 from convbench.models.googlenet import GoogLeNet
 from convbench.models.resnet import ResNet
 from convbench.models.vgg import VGG
-from convbench.paths import config_dir
 
 MODEL_NAMES = sorted(path.stem for path in (config_dir() / "model").glob("*.yaml"))
 DATASET_SHAPES = {

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from convbench import visuals
 from convbench.models.lenet import LeNet
-from convbench.visuals import confusion_figure, figure_to_rgb, save_feature_maps
+from convbench.monitor import pictures as visuals
+from convbench.monitor.pictures import confusion_figure, figure_to_rgb, save_feature_maps
 from helpers.cli import cli_env
 
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -110,7 +110,7 @@ def test_colour_input_and_more_than_sixteen_channels(tmp_path):
 
 
 def test_training_start_does_not_import_matplotlib():
-    """The engine imports convbench.visuals; matplotlib waits until a picture is drawn."""
+    """The engine imports convbench.monitor.pictures; matplotlib waits until a picture is drawn."""
     code = "import sys, convbench.engine; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True,
                             text=True, timeout=120)  # fmt: skip
@@ -120,7 +120,7 @@ def test_training_start_does_not_import_matplotlib():
 
 def test_a_deep_net_shows_a_few_evenly_spaced_conv_layers():
     from convbench.models.resnet import ResNet
-    from convbench.visuals import FEATURE_LAYERS, conv_outputs
+    from convbench.monitor.pictures import FEATURE_LAYERS, conv_outputs
 
     model = ResNet(num_classes=10, in_channels=1, image_size=28, depth=20)
     convs = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]

@@ -1,4 +1,4 @@
-"""Value ranges: every numeric setting of the schema has limits (convbench.config), each limit is
+"""Value ranges: every numeric setting of the schema has limits (convbench.config.schema), each limit is
 enforced with a message naming the key, the value and the range, and preflight (ranges, the model
 on the meta device, the image size, the schedule) refuses a bad config before any run folder.
 
@@ -18,11 +18,10 @@ import typing
 import pytest
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from convbench.compose import compose
-from convbench.config import Config, check_ranges, limited_settings
+from convbench.config.compose import compose, config_dir
+from convbench.config.schema import Config, check_ranges, limited_settings
 from convbench.errors import ConvbenchError
-from convbench.paths import config_dir
-from convbench.preflight import IMAGE_SIZE_LIMIT, preflight
+from convbench.launch.preflight import IMAGE_SIZE_LIMIT, preflight
 from helpers.cli import ONE_THREAD, tiny_mnist_overrides
 from helpers.imagefolders import write_class_folders
 

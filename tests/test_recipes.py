@@ -10,12 +10,12 @@ import signal
 import pytest
 import torch
 
-from convbench.build import build_optimization, build_scheduler
-from convbench.checkpoint import load_checkpoint
-from convbench.choices import MIN_MACS, choose_channels_last, choose_precision, native_bf16
-from convbench.compose import compose
+from convbench.config.auto import MIN_MACS, choose_channels_last, choose_precision, native_bf16
+from convbench.config.compose import compose
 from convbench.models.lenet import LeNet
 from convbench.models.mlp import MLP
+from convbench.run.build import build_optimization, build_scheduler
+from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import (
     ONE_THREAD,
     TRUSTED,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from convbench.checkpoint import load_checkpoint
+from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import (
     TESTS,
     TRUSTED,

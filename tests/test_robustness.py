@@ -13,12 +13,12 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
-from convbench import visuals
-from convbench.checkpoint import load_checkpoint
+from convbench.analysis.retest import _perturbed
 from convbench.cli import app
 from convbench.errors import ConvbenchError
-from convbench.evaluation import _perturbed
-from convbench.lifecycle import measure_robustness
+from convbench.monitor import pictures as visuals
+from convbench.run.checkpoint import load_checkpoint
+from convbench.run.lifecycle import measure_robustness
 from helpers.cli import (
     ONE_THREAD,
     TRUSTED,
@@ -215,8 +215,8 @@ def test_feature_maps_get_the_first_4_test_images_as_the_model_sees_them(run_dir
     (the drawing itself is tested below and in test_tensorboard.py)."""
     import torch
 
-    from convbench.build import eval_batches
     from convbench.data import load_splits
+    from convbench.run.build import eval_batches
 
     calls = []
     monkeypatch.setattr(visuals, "save_feature_maps",
@@ -238,7 +238,7 @@ def test_feature_maps_get_the_first_4_test_images_as_the_model_sees_them(run_dir
 NO_FEATURE_MAPS = not hasattr(visuals, "save_feature_maps")
 
 
-@pytest.mark.skipif(NO_FEATURE_MAPS, reason="convbench.visuals has no save_feature_maps yet")
+@pytest.mark.skipif(NO_FEATURE_MAPS, reason="convbench.monitor.pictures has no save_feature_maps yet")
 @pytest.mark.parametrize("suffix", [".png", ".svg"])
 def test_feature_maps_are_drawn_to_the_file(run_dir, tmp_path, suffix):
     target = tmp_path / "maps" / f"features{suffix}"
@@ -252,7 +252,7 @@ def test_feature_maps_are_drawn_to_the_file(run_dir, tmp_path, suffix):
         assert b"<svg" in drawn[:2000]
 
 
-@pytest.mark.skipif(NO_FEATURE_MAPS, reason="convbench.visuals has no save_feature_maps yet")
+@pytest.mark.skipif(NO_FEATURE_MAPS, reason="convbench.monitor.pictures has no save_feature_maps yet")
 def test_feature_maps_of_a_model_without_conv_layers_are_a_user_error(mnist_root, tmp_path):
     run = tmp_path / "mlp"
     assert run_cli("train", "model=mlp", *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",

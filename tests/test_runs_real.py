@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from convbench.checkpoint import load_checkpoint
+from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import TRUSTED, finish, run_cli, slow_overrides, start, wait_for_new_checkpoint
 
 

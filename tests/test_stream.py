@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from convbench.build import eval_batches, make_batches
-from convbench.checkpoint import load_checkpoint
-from convbench.compose import compose
+from convbench.config.compose import compose
 from convbench.data import Batches, load_splits
 from convbench.data.folder import CACHE_FOLDER
 from convbench.data.stream import FileSplit, StreamBatches
 from convbench.errors import ConvbenchError, DatasetError
+from convbench.run.build import eval_batches, make_batches
+from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import ONE_THREAD, TRUSTED, finish, run_cli, start, wait_for_new_checkpoint
 
 CLASSES = ("circle", "square", "stripes")
@@ -214,7 +214,7 @@ def test_a_bad_file_stops_the_stream_or_is_left_out(tmp_path):
 
 
 def test_stream_is_refused_for_a_dataset_held_in_memory(mnist_root):
-    from convbench.preflight import preflight
+    from convbench.launch.preflight import preflight
 
     cfg = compose(["dataset=mnist", f"dataset.root={mnist_root}", "dataset.stream=true"])
     with pytest.raises(ConvbenchError, match="dataset=imagefolder"):

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
-from convbench.build import build_model
 from convbench.cli import app, main
 from convbench.commands.summary import compose_config, summarize_config
 from convbench.errors import EXIT_USER_ERROR
+from convbench.models.anatomy import MAC_CONVENTION, _adaptive_window, summarize
 from convbench.models.lenet import LeNet
-from convbench.summary import MAC_CONVENTION, _adaptive_window, summarize
+from convbench.run.build import build_model
 
 LECTURE_MLP = ["model=mlp", "model.hidden=[1000]", "dataset=cifar10", "dataset.image_size=400"]
 

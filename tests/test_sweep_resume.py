@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from convbench.checkpoint import load_checkpoint
+from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import TRUSTED, finish, slow_overrides, start, wait_until
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from convbench import visuals
-from convbench.checkpoint import load_checkpoint
-from convbench.visuals import confusion_markdown
+from convbench.monitor import pictures as visuals
+from convbench.monitor.pictures import confusion_markdown
+from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import ONE_THREAD, tiny_mnist_overrides
 
 

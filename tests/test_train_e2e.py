@@ -9,7 +9,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from convbench.checkpoint import load_checkpoint
+from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import tiny_mnist_overrides
 
 SCALAR_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "lr",

@@ -1,4 +1,4 @@
-"""Nothing in a run folder, checkpoint or sweep record chooses code (convbench.trust): a planted
+"""Nothing in a run folder, checkpoint or sweep record chooses code (convbench.config.trust): a planted
 `_target_` is refused by name with exit 2 by every command that reads one, and nothing it names
 runs, so the file it would write never appears."""
 
@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-from convbench.build import plain_config
-from convbench.checkpoint import save_checkpoint
-from convbench.compose import compose
+from convbench.config.compose import compose
+from convbench.config.trust import Trust, UntrustedTarget, check_config, is_built_in
 from convbench.engine import TrainState
-from convbench.trust import Trust, UntrustedTarget, check_config, is_built_in
+from convbench.run.build import plain_config
+from convbench.run.checkpoint import save_checkpoint
 from helpers.imagefolders import write_class_folders
 from helpers.inprocess import convbench
 

@@ -7,8 +7,8 @@ import json
 import signal
 from pathlib import Path
 
-from convbench.checkpoint import load_checkpoint
 from convbench.errors import EXIT_WRITE_FAILED
+from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import (
     TRUSTED,
     finish,

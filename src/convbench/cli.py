@@ -15,8 +15,8 @@ import typer
 from convbench import __version__
 from convbench.commands import compare, resume, runs, summary, tb, train
 from convbench.commands import eval as eval_command
-from convbench.distributed import leave
 from convbench.errors import BUG_REPORT, EXIT_BUG, ConvbenchError, RunInterrupted
+from convbench.run.ranks import leave
 
 app = typer.Typer(
     name="convbench",

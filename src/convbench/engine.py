@@ -21,9 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from convbench.distributed import Solo
 from convbench.errors import NonFiniteLoss, RunInterrupted
-from convbench.visuals import log_feature_maps, log_filters, log_histograms, log_sample_batch
+from convbench.monitor.pictures import (
+    log_feature_maps,
+    log_filters,
+    log_histograms,
+    log_sample_batch,
+)
 
 log = logging.getLogger("convbench")
 
@@ -64,13 +68,13 @@ class Optimization:
 class RunIO:
     """What the loop reports to and hears from the world outside it. In a distributed run
     rank 0 gets the real writer and progress display, the other ranks silent ones, and `group`
-    adds up what makes a metric over the ranks (convbench.distributed)."""
+    adds up what makes a metric over the ranks (convbench.run.ranks)."""
 
-    writer: Any  # TensorBoard: convbench.eventlog.EventLog (or a SummaryWriter)
-    progress: Any  # convbench.console.BarProgress or NoProgress
-    checkpointer: Any  # convbench.checkpoint.Checkpointer
-    stop: Any  # convbench.signals.StopRequest: `.requested` is a signal name or None
-    group: Any = field(default_factory=Solo)  # Solo, or distributed.Group: sums over ranks
+    writer: Any  # TensorBoard: convbench.monitor.eventlog.EventLog (or a SummaryWriter)
+    progress: Any  # convbench.monitor.console.BarProgress or NoProgress
+    checkpointer: Any  # convbench.run.checkpoint.Checkpointer
+    stop: Any  # convbench.run.signals.StopRequest: `.requested` is a signal name or None
+    group: Any  # convbench.run.ranks.Solo, or its Group in a distributed run: sums over ranks
 
 
 @dataclass

@@ -12,7 +12,7 @@ Two kinds of error, never mixed:
 
 Library code raises what fits where it is: the models raise `ValueError`, as torchvision's do;
 the data and checkpoint readers raise `DatasetError`/`CheckpointError`, which carry the file's
-name. Only the layer that knows what the user typed (convbench.build for constructors, the
+name. Only the layer that knows what the user typed (convbench.run.build for constructors, the
 commands for their arguments) turns a `ValueError` into a `ConvbenchError`.
 
 Exit codes: 0 success; 1 a sweep with failed jobs, or a bug; 2 bad input; 3 interrupted by a

@@ -13,7 +13,7 @@ REPO = TESTS.parent
 # A tiny net gains nothing from more threads, and they spin-wait when the cores are busy.
 ONE_THREAD = "trainer.num_threads=1"
 # The tests' own model classes (helpers.slowmodels) are vouched for by this config folder: a
-# run folder alone may name only convbench's models (convbench.trust), so `resume` and `eval`
+# run folder alone may name only convbench's models (convbench.config.trust), so `resume` and `eval`
 # of a run of theirs take it, as a user's would.
 TRUSTED = ("--config-dir", str(TESTS / "helpers" / "conf"))
 

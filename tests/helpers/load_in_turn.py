@@ -1,5 +1,5 @@
 """One rank of `torchrun --nproc-per-node=2 load_in_turn.py OUT GOOD BAD`: joins the real gloo
-group, loads the image folder GOOD, then BAD, through `convbench.build.load_splits_in_turn`, and
+group, loads the image folder GOOD, then BAD, through `convbench.run.build.load_splits_in_turn`, and
 writes what it logged and raised for each to OUT/rank<r>.json (tests/test_distributed.py)."""
 
 import json
@@ -7,9 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from convbench.build import load_splits_in_turn
-from convbench.compose import compose
-from convbench.distributed import collective, join, leave, place
+from convbench.config.compose import compose
+from convbench.run.build import load_splits_in_turn
+from convbench.run.ranks import collective, join, leave, place
 
 
 class Messages(logging.Handler):

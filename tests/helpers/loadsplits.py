@@ -11,7 +11,7 @@ import torch
 
 def main(out: str, root: str, *overrides: str) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    from convbench.compose import compose
+    from convbench.config.compose import compose
     from convbench.data import load_splits
 
     cfg = compose(["dataset=imagefolder", f"dataset.root={root}", *overrides]).dataset

@@ -8,8 +8,8 @@ from typing import Literal
 
 import typer
 
+from convbench.analysis.tables import render_table
 from convbench.errors import ConvbenchError
-from convbench.tables import render_table
 
 
 def compare(
@@ -53,7 +53,7 @@ def compare(
     group: n, mean +- standard deviation of test and best validation accuracy, any robustness
     measured, parameters, MACs, images/s and wall time. Columns appear only for the overrides
     that differ. Runs that did not finish are listed apart."""
-    from convbench.compare import collect, differing_keys, group_runs, sort_groups
+    from convbench.analysis.compare import collect, differing_keys, group_runs, sort_groups
 
     folders = folders or [Path("outputs")]
     filters = _parse_where(where)
@@ -90,7 +90,7 @@ def _parse_where(where: list[str]) -> dict[str, str]:
 
 
 def _check_outputs(plot: Path | None, page: Path | None, metric: str) -> None:
-    from convbench.report import HISTORY_METRICS
+    from convbench.analysis.report import HISTORY_METRICS
 
     if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
         raise ConvbenchError(f"--plot {plot}: the file must end in .png or .svg.")
@@ -121,7 +121,7 @@ def _wanted(measures: str | None) -> list[str] | None:
 def table_rows(groups, wanted: list[str] | None = None):
     """(header, rows of text, measure names) of the groups, in their order; `wanted`: only
     those measures."""
-    from convbench.compare import MEASURES, differing_keys, robustness_columns
+    from convbench.analysis.compare import MEASURES, differing_keys, robustness_columns
 
     keys = differing_keys(groups)
     measures = ["test_acc", "best_val_acc", *robustness_columns(groups), *list(MEASURES)[2:]]
@@ -199,7 +199,7 @@ def _as_json(groups, unfinished, measures) -> dict:
 
 
 def _as_csv(groups, measures) -> str:
-    from convbench.compare import differing_keys
+    from convbench.analysis.compare import differing_keys
 
     keys = differing_keys(groups)
     buffer = io.StringIO()
@@ -226,7 +226,7 @@ def _report_spec(groups) -> dict | None:
 
 
 def _write_pictures(groups, unfinished, header, rows, plot, page, metric, folders) -> None:
-    from convbench.report import draw, html_page, save
+    from convbench.analysis.report import draw, html_page, save
 
     figure = draw(groups, metric, _report_spec(groups))
     try:

@@ -7,8 +7,8 @@ from typing import Literal
 
 import typer
 
+from convbench.analysis.tables import render_table
 from convbench.errors import ConvbenchError
-from convbench.tables import render_table
 
 # What a perturbation option's values are, as the message for a bad one names them.
 _MEANING = {
@@ -71,8 +71,12 @@ def eval_(
             f"--feature-maps {feature_maps}: the file's suffix chooses the format, and it must be "
             f".png or .svg (e.g. --feature-maps {feature_maps.with_suffix('.png')})."
         )
-    from convbench.console import log_to_console
-    from convbench.evaluation import checkpoint_path, checkpoint_robustness, evaluate_checkpoint
+    from convbench.analysis.retest import (
+        checkpoint_path,
+        checkpoint_robustness,
+        evaluate_checkpoint,
+    )
+    from convbench.monitor.console import log_to_console
 
     trust = user_trust(config_dirs)
     path = checkpoint_path(run_dir, checkpoint)
@@ -93,8 +97,8 @@ def eval_(
 
 
 def user_trust(config_dirs: list[Path]):
-    """The code the user vouches for with --config-dir folders (convbench.trust)."""
-    from convbench.trust import Trust
+    """The code the user vouches for with --config-dir folders (convbench.config.trust)."""
+    from convbench.config.trust import Trust
 
     for folder in config_dirs:
         if not folder.is_dir():
@@ -105,7 +109,7 @@ def user_trust(config_dirs: list[Path]):
 def parse_amounts(kind: str, text: str) -> list:
     """The values of option --KIND: whole numbers (floats for --illumination) within the limits
     of the schema's evaluate.KIND, or a ConvbenchError naming the option and the range."""
-    from convbench.config import limited_settings
+    from convbench.config.schema import limited_settings
 
     limits, _ = limited_settings()[f"evaluate.{kind}"]
     number, what = (float, "number") if kind == "illumination" else (int, "whole number")
@@ -127,7 +131,7 @@ def parse_amounts(kind: str, text: str) -> list:
 
 
 def _check_seed(seed: int) -> None:
-    from convbench.config import limited_settings
+    from convbench.config.schema import limited_settings
 
     limits, _ = limited_settings()["evaluate.seed"]
     if not limits.admits(seed):
@@ -163,7 +167,7 @@ def format_report(report: dict) -> str:
 
 def format_robustness(report: dict) -> str:
     """Headline, then one line per perturbation value: kind, value, accuracy."""
-    from convbench.evaluation import UNITS, amount_key
+    from convbench.analysis.retest import UNITS, amount_key
 
     header = [
         *_headline(report),

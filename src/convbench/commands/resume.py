@@ -26,7 +26,7 @@ def resume(
     Given a sweep's folder, finishes the sweep: finished jobs are skipped, stopped ones continue
     from their last.pt, jobs that never started are launched with their recorded overrides."""
     from convbench.commands.eval import user_trust
-    from convbench.sweeps import is_sweep_dir
+    from convbench.launch.sweeps import is_sweep_dir
 
     folder = Path(run_dir)
     trust = user_trust(config_dirs)
@@ -36,12 +36,13 @@ def resume(
 
 
 def resume_run(folder: Path, trust, config_dirs: list[Path]) -> None:
-    from convbench.checkpoint import load_checkpoint
-    from convbench.console import log_to_run_folder
-    from convbench.distributed import join, launch_local, leave, place
-    from convbench.lifecycle import finished_metrics
-    from convbench.lifecycle import resume as resume_in_place
-    from convbench.trust import check_config
+    from convbench.config.trust import check_config
+    from convbench.launch.distributed import launch_local
+    from convbench.monitor.console import log_to_run_folder
+    from convbench.run.checkpoint import load_checkpoint
+    from convbench.run.lifecycle import finished_metrics
+    from convbench.run.lifecycle import resume as resume_in_place
+    from convbench.run.ranks import join, leave, place
 
     here = place()
     if (folder / "checkpoints" / "last.pt").is_file():
@@ -73,13 +74,13 @@ def resume_run(folder: Path, trust, config_dirs: list[Path]) -> None:
 def resume_sweep(sweep_dir: Path, config_dirs: list[Path]) -> int:
     """Run the sweep again into its folder (the sweeper skips finished jobs, each job continues
     from its checkpoint), then list every job's outcome. Returns the exit code. The sweep's
-    record is checked first (convbench.sweeps.relaunch_arguments): it may not choose code."""
-    from convbench.commands.train import run_hydra
-    from convbench.sweeps import job_outcomes, relaunch_arguments
+    record is checked first (convbench.launch.sweeps.relaunch_arguments): it may not choose code."""
+    from convbench.launch.app import train
+    from convbench.launch.sweeps import job_outcomes, relaunch_arguments
 
     arguments = relaunch_arguments(sweep_dir, config_dirs)
     before = {str(job["run_dir"]): job["status"] for job in job_outcomes(sweep_dir)}
-    code = run_hydra(arguments)
+    code = train(arguments).exit_code
     typer.echo(f"Sweep {sweep_dir}:")
     for job in job_outcomes(sweep_dir):
         was = before.get(str(job["run_dir"]))

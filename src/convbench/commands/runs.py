@@ -1,6 +1,6 @@
 """`convbench runs [DIR]`: every run under DIR (default outputs/) as one table row, or JSON.
 
-Rows come from the run folders' files (convbench.runfolder): no torch, so listing is fast.
+Rows come from the run folders' files (convbench.run.folder): no torch, so listing is fast.
 """
 
 import json
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
+from convbench.analysis.tables import render_table
 from convbench.errors import ConvbenchError
-from convbench.tables import render_table
 
 # The run folder comes last: sweep folders have long names, and the others stay aligned.
 COLUMNS = ("When", "Model", "Dataset", "Overrides", "Epochs", "Best val", "Test", "Status", "Run")
@@ -27,7 +27,7 @@ def runs(
     """List the runs under DIR (default outputs/): start time, folder, model, dataset, overrides,
     epochs done, best validation and test accuracy, status (running, finished, failed,
     interrupted)."""
-    from convbench.runfolder import list_runs
+    from convbench.run.folder import list_runs
 
     try:
         rows = list_runs(root)

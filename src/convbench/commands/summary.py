@@ -1,5 +1,5 @@
 """`convbench summary OVERRIDES...`: each layer's output shape, parameters, MACs and receptive
-field for the model and dataset the overrides compose, then the totals (convbench.summary does
+field for the model and dataset the overrides compose, then the totals (convbench.models.anatomy does
 the analysis; the model is built on the meta device, without weights)."""
 
 import json
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
+from convbench.analysis.tables import render_table
 from convbench.errors import ConvbenchError
-from convbench.tables import render_table
 
 
 def summary(
@@ -41,8 +41,8 @@ def compose_config(overrides: Sequence[str], extra_config_dir: str | Path | None
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from convbench.build import input_shape
-    from convbench.compose import compose, describe_config_error
+    from convbench.config.compose import compose, describe_config_error
+    from convbench.run.build import input_shape
 
     try:
         cfg = compose(overrides, extra_config_dir)
@@ -57,8 +57,8 @@ def summarize_config(overrides: Sequence[str], extra_config_dir: str | Path | No
     """`summarize` of the model and dataset that `overrides` compose, built on the meta device."""
     import torch
 
-    from convbench.build import build_model
-    from convbench.summary import summarize
+    from convbench.models.anatomy import summarize
+    from convbench.run.build import build_model
 
     cfg, shape = compose_config(overrides, extra_config_dir)
     model = build_model(cfg, torch.device("meta"))
@@ -77,14 +77,14 @@ def summarize_config(overrides: Sequence[str], extra_config_dir: str | Path | No
 def summarize_run(run_dir: Path, config_dirs: list[Path]) -> dict:
     """`summarize` of a run folder's model: the config of its checkpoint (best.pt, else
     last.pt), or of .hydra/config.yaml before the first checkpoint, checked against the code
-    the user vouches for (convbench.trust) before anything is built."""
+    the user vouches for (convbench.config.trust) before anything is built."""
     import torch
     from omegaconf import OmegaConf
 
-    from convbench.build import build_model, input_shape
     from convbench.commands.eval import user_trust
-    from convbench.summary import summarize
-    from convbench.trust import check_config
+    from convbench.config.trust import check_config
+    from convbench.models.anatomy import summarize
+    from convbench.run.build import build_model, input_shape
 
     trust = user_trust(config_dirs)
     config, source = run_config(run_dir)
@@ -106,9 +106,9 @@ def run_config(run_dir: Path) -> tuple[dict, str]:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from convbench import config
-    from convbench.checkpoint import load_checkpoint
-    from convbench.lifecycle import check_belongs_to_run
+    from convbench.config import schema
+    from convbench.run.checkpoint import load_checkpoint
+    from convbench.run.lifecycle import check_belongs_to_run
 
     for name in ("best.pt", "last.pt"):
         path = run_dir / "checkpoints" / name
@@ -122,7 +122,7 @@ def run_config(run_dir: Path) -> tuple[dict, str]:
             f"{run_dir} is not a run folder: it has neither checkpoints/ nor .hydra/config.yaml. "
             "Pass a folder that `convbench runs` lists, or overrides (model=lenet ...)."
         )
-    config.register()
+    schema.register()
     try:
         return OmegaConf.to_container(OmegaConf.load(path), resolve=True), str(path)
     except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as exc:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from convbench.tbserver import LOOPBACK
+from convbench.analysis.board import LOOPBACK
 
 
 def tb(
@@ -21,7 +21,7 @@ def tb(
 ) -> None:
     """Start TensorBoard on the runs in DIR (default outputs/), print its URL, serve until
     Ctrl-C. Listens on this machine only unless --host says otherwise."""
-    from convbench.tbserver import launch, logged_runs
+    from convbench.analysis.board import launch, logged_runs
 
     url = launch(logdir, host, port)
     typer.echo(f"TensorBoard on {logdir} ({logged_runs(logdir)} runs logged so far): {url}")

@@ -208,7 +208,7 @@ class Decoded:
 
 def _progress(total: int) -> Iterator[None]:
     """Advance once per image: a bar on a terminal, a log line per tenth otherwise."""
-    from convbench.console import make_progress
+    from convbench.monitor.console import make_progress
 
     progress = make_progress(None)
     progress.start_epoch(0, 0, total)

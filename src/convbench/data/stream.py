@@ -109,7 +109,7 @@ class EpochSampler(Sampler[int]):
 
 def reader_signals(worker_id: int) -> None:
     """In a reading process, the stop signals are the training process's to act on: it
-    finishes the step, saves last.pt and then stops its readers (convbench.signals). Ctrl-C
+    finishes the step, saves last.pt and then stops its readers (convbench.run.signals). Ctrl-C
     (sent to the whole process group) and SIGUSR1 are ignored here. SIGTERM, which SLURM sends
     to every process of a job, and which is also what stops a reader that does not stop by
     itself, ends the reader READER_GRACE_S later with exit status 0: meanwhile it delivers the

@@ -3,7 +3,7 @@
 
 status.json stays true whatever happens: "running" while it trains, then "finished", "failed"
 (with the error) or "interrupted" (a stop signal; resumable). The layout of the folder is in
-`convbench.runfolder`; the objects come from `convbench.build`; the loop is `convbench.engine`.
+`convbench.run.folder`; the objects come from `convbench.run.build`; the loop is `convbench.engine`.
 """
 
 import contextlib
@@ -13,25 +13,25 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from convbench.build import Run, build_run, hparams, plain_config
-from convbench.checkpoint import identity_differences, load_checkpoint
-from convbench.console import make_progress
+from convbench.analysis.retest import KINDS, UNITS, amount_key, by_kind, robustness
+from convbench.config.trust import Trust, check_config
 from convbench.data import Split
-from convbench.distributed import place
 from convbench.engine import RunIO, TrainState, evaluate, fit
 from convbench.errors import CheckpointError, RunInterrupted, WriteFailed
-from convbench.evaluation import KINDS, UNITS, amount_key, by_kind, robustness
 from convbench.files import remove_leftovers, write_failed, write_json
-from convbench.runfolder import METRICS_FILE, RunLock, read_json, record_status, write_status
-from convbench.signals import StopRequest
-from convbench.trust import Trust, check_config
-from convbench.visuals import log_confusion, log_graph
+from convbench.monitor.console import make_progress
+from convbench.monitor.pictures import log_confusion, log_graph
+from convbench.run.build import Run, build_run, hparams, plain_config
+from convbench.run.checkpoint import identity_differences, load_checkpoint
+from convbench.run.folder import METRICS_FILE, RunLock, read_json, record_status, write_status
+from convbench.run.ranks import place
+from convbench.run.signals import StopRequest
 
 log = logging.getLogger("convbench")
 
 
 def _writes_the_folder() -> bool:
-    """Rank 0 alone writes the run folder in a distributed run (convbench.distributed)."""
+    """Rank 0 alone writes the run folder in a distributed run (convbench.run.ranks)."""
     return place().is_main
 
 
@@ -52,7 +52,7 @@ def _record(run_dir: Path, status: str, **details) -> None:
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train, validate every epoch, test once with the best weights; returns the final metrics.
 
-    The process holds the run folder's lock (convbench.runfolder.RunLock) throughout.
+    The process holds the run folder's lock (convbench.run.folder.RunLock) throughout.
     """
     cfg = plain_config(cfg)
     with _lock(run_dir):
@@ -98,7 +98,7 @@ def finished_metrics(run_dir: Path, payload: dict | None = None) -> dict | None:
 def resume(run_dir: Path, trust: Trust) -> dict:
     """Continue the run in `run_dir` from checkpoints/last.pt, in the same folder, holding its
     lock. A run that already finished is left untouched; its metrics are returned. The code the
-    checkpoint's config names must pass `trust` (convbench.trust) before anything is built."""
+    checkpoint's config names must pass `trust` (convbench.config.trust) before anything is built."""
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
         raise CheckpointError(
@@ -128,12 +128,12 @@ def check_belongs_to_run(run_dir: Path, payload: dict) -> None:
     import yaml
     from omegaconf.errors import OmegaConfBaseException
 
-    from convbench import config
+    from convbench.config import schema
 
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         return
-    config.register()  # the resolvers the saved config may use (${minus:...})
+    schema.register()  # the resolvers the saved config may use (${minus:...})
     try:
         run_config = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
     except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as exc:

@@ -1,6 +1,6 @@
 """Grouping runs into an answer: the analysis behind `convbench compare`.
 
-Runs are read from their folders alone (convbench.runfolder): the overrides they were started
+Runs are read from their folders alone (convbench.run.folder): the overrides they were started
 with (.hydra/overrides.yaml), their status and their metrics.json. Runs whose overrides are the
 same once the averaged-over keys (`seed` by default) and the keys that say where rather than
 what (runfolder.where_keys: dataset.root, trainer.device, ...) are left out form one group; a group's numbers are the mean, the sample standard deviation (n - 1), the minimum
@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convbench.runfolder import (
+from convbench.run.folder import (
     HYDRA_FOLDER,
     METRICS_FILE,
     STATUS_FILE,

@@ -11,10 +11,21 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from convbench.paths import config_dir
-
 HINT = " Run `convbench train --help` to see every group, option and key."
 
+
+
+def config_dir() -> Path:
+    """The folder holding `config.yaml` and the config groups.
+
+    An installed wheel carries the configs inside the package (`convbench/conf`, see
+    pyproject.toml); a source checkout or editable install keeps them at the repository root.
+    """
+    package = Path(__file__).resolve().parents[1]  # src/convbench, or site-packages/convbench
+    packaged = package / "conf"
+    if (packaged / "config.yaml").is_file():
+        return packaged
+    return package.parents[1] / "conf"
 
 def quoted(value: str) -> str:
     """A value for Hydra's override grammar, single-quoted: a path may hold , = or spaces."""
@@ -51,9 +62,9 @@ def compose(
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from convbench import config
+    from convbench.config import schema
 
-    config.register()
+    schema.register()
     overrides = list(overrides)
     if extra_config_dir is not None:
         overrides = [search_path_override(extra_config_dir, overrides), *overrides]

@@ -3,15 +3,15 @@
 What a sweep needs to know about its jobs afterwards is read from the jobs' folders
 (status.json), never from process memory: launchers run jobs in other processes and on other
 machines. The only thing the launching process keeps is where the sweep writes, noted by
-convbench.hydra_callback.
+convbench.launch.callback.
 """
 
 import re
 from pathlib import Path
 
-from convbench.compose import quoted
+from convbench.config.compose import quoted
 from convbench.errors import ConvbenchError
-from convbench.runfolder import (
+from convbench.run.folder import (
     HYDRA_FOLDER,
     STATUS_FILE,
     find_run_dirs,
@@ -92,11 +92,11 @@ def relaunch_arguments(sweep_dir: Path, config_dirs: list[Path] = ()) -> list[st
     """`convbench train` arguments that run the sweep of `sweep_dir` again, into the same folder:
     its recorded overrides (from multirun.yaml) and the config folders it was given.
 
-    The record is input from disk, so it may not choose code (convbench.trust): a config folder
+    The record is input from disk, so it may not choose code (convbench.config.trust): a config folder
     it names must be given again on this command line (`config_dirs`), a Hydra override must
     be one of RELAUNCH_HYDRA_KEYS, and a `_target_` in an override must be a built-in class or
     named by those folders. Anything else is a `ConvbenchError` before any job starts."""
-    from convbench.trust import BUILT_GROUPS, Trust, check_target
+    from convbench.config.trust import BUILT_GROUPS, Trust, check_target
 
     hydra = read_sweep_record(sweep_dir)
     overrides = hydra["overrides"]

@@ -74,7 +74,7 @@ def choose_channels_last(setting, model: nn.Module, device: torch.device, macs: 
 
 
 def settled_channels_last(value) -> bool:
-    """trainer.channels_last after `convbench.build.settle_choices`, as a bool. A run's plain
+    """trainer.channels_last after `convbench.run.build.settle_choices`, as a bool. A run's plain
     config holds a bool there, but a config composed with the schema (the benchmarks, `compose`)
     types the setting as a string, since it also takes `auto`, and reads back "True" or "False",
     both truthy; an unsettled `auto` is a caller's bug. Every reader goes through here."""

@@ -17,12 +17,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from convbench.checkpoint import Checkpointer
-from convbench.choices import choose_channels_last, choose_precision, settled_channels_last
+from convbench.config.auto import choose_channels_last, choose_precision, settled_channels_last
 from convbench.data import Batches, load_splits
 from convbench.data.stream import FileSplit, StreamBatches
 from convbench.engine import EngineOptions, Optimization
 from convbench.errors import ConvbenchError
+from convbench.run.checkpoint import Checkpointer
 
 log = logging.getLogger("convbench")
 
@@ -108,9 +108,9 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_macs(cfg: DictConfig, model: nn.Module | None = None) -> int:
-    """Multiply-accumulates per image (convbench.summary's convention), counted on a copy of
+    """Multiply-accumulates per image (convbench.models.anatomy's convention), counted on a copy of
     the model on the meta device: no weights, no arithmetic."""
-    from convbench.summary import summarize
+    from convbench.models.anatomy import summarize
 
     model = model or build_model(cfg, torch.device("meta"))
     return summarize(model, input_shape(cfg))["macs"]
@@ -118,7 +118,7 @@ def count_macs(cfg: DictConfig, model: nn.Module | None = None) -> int:
 
 def settle_choices(cfg: DictConfig, device: torch.device) -> tuple[int, dict]:
     """Replace trainer.precision=auto and trainer.channels_last=auto in `cfg` by what
-    convbench.choices picks for this device and model (so the run's checkpoints, and `eval`,
+    convbench.config.auto picks for this device and model (so the run's checkpoints, and `eval`,
     hold the concrete values); returns the MACs per image and {setting: [value, reason]}."""
     meta_model = build_model(cfg, torch.device("meta"))
     macs = count_macs(cfg, meta_model)
@@ -291,11 +291,11 @@ class Run:
     model: nn.Module
     optimization: Optimization
     options: EngineOptions
-    writer: object  # convbench.eventlog.EventLog (SilentLog on a distributed run's other ranks)
+    writer: object  # convbench.monitor.eventlog.EventLog (SilentLog on a distributed run's other ranks)
     checkpointer: Checkpointer
     params: int
     macs: int
-    group: object  # convbench.distributed.Solo, or Group in a distributed run
+    group: object  # convbench.run.ranks.Solo, or Group in a distributed run
     choices: dict  # {"precision": [value, reason], "channels_last": [...]} (settle_choices)
 
     def model_for_training(self) -> nn.Module:
@@ -318,14 +318,14 @@ def build_run(
     cfg: DictConfig, run_dir: Path, purge_step: int | None = None, choices: dict | None = None
 ) -> Run:
     """Data, model, optimization objects, writer and checkpointer for `cfg`, for this process
-    (rank 0 alone writes the run folder in a distributed run, see convbench.distributed).
+    (rank 0 alone writes the run folder in a distributed run, see convbench.run.ranks).
 
     `purge_step`: on resume, TensorBoard hides events a killed process wrote after last.pt.
     `choices`: on resume, what the run's start picked for the `auto` settings and why (its
     config already holds the picked values, which would otherwise read as "as set").
     """
-    from convbench.distributed import collective, place
-    from convbench.eventlog import EventLog, SilentLog
+    from convbench.monitor.eventlog import EventLog, SilentLog
+    from convbench.run.ranks import collective, place
 
     trainer, here = cfg.trainer, place()
     group = collective(here)

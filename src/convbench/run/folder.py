@@ -6,7 +6,7 @@ A run folder (Hydra makes it for `train`; `resume` reuses it):
     train.log                                        the console log, with timestamps
     status.json                                      what the run is doing (below)
     events.out.tfevents.*                            TensorBoard
-    checkpoints/last.pt, best.pt                     see convbench.checkpoint
+    checkpoints/last.pt, best.pt                     see convbench.run.checkpoint
     metrics.json                                     the final metrics, once the run finished
     .convbench.lock                                  locked while a process trains the run
 
@@ -137,7 +137,7 @@ def where_keys() -> set[str]:
     """Override keys that say where or on what a run ran rather than what it trained
     (dataset.root, trainer.device, ...): Hydra's `override_dirname.exclude_keys` of
     conf/config.yaml, the one place that lists them."""
-    from convbench.paths import config_dir
+    from convbench.config.compose import config_dir
 
     config = read_yaml(config_dir() / "config.yaml") or {}
     try:

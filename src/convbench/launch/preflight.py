@@ -1,7 +1,7 @@
 """Checks a config passes before a run starts, so a mistake costs seconds, not a run folder.
 
 `preflight(cfg)` raises `ConvbenchError` for:
-- a setting out of its range (the limits in convbench.config's schema);
+- a setting out of its range (the limits in convbench.config.schema's schema);
 - a model, optimizer or scheduler that rejects its arguments (built for real, the model on
   the meta device: no weights, whatever its size);
 - images the model cannot take (it is built, and one meta image goes through it, at
@@ -11,7 +11,7 @@
   epochs (StepLR with step_size=0, say);
 - a global batch that does not split evenly over a distributed run's processes.
 
-Called by Hydra (convbench.hydra_callback) before a single run's folder is made, and by each
+Called by Hydra (convbench.launch.callback) before a single run's folder is made, and by each
 sweep job for its own values.
 """
 
@@ -20,10 +20,10 @@ import warnings
 import torch
 from omegaconf import OmegaConf
 
-from convbench.build import build, build_model, build_scheduler, input_shape
-from convbench.compose import user_error_inside
-from convbench.config import check_ranges
+from convbench.config.compose import user_error_inside
+from convbench.config.schema import check_ranges
 from convbench.errors import ConvbenchError
+from convbench.run.build import build, build_model, build_scheduler, input_shape
 
 META = torch.device("meta")
 IMAGE_SIZE_LIMIT = 4096  # the schema's limit of dataset.image_size
@@ -48,7 +48,7 @@ def preflight(cfg) -> None:
 
 
 def _check_switches(cfg) -> None:
-    from convbench.choices import SWITCH_VALUES
+    from convbench.config.auto import SWITCH_VALUES
 
     value = str(cfg.trainer.channels_last)
     if value.lower() not in SWITCH_VALUES:
@@ -68,7 +68,7 @@ def _check_switches(cfg) -> None:
 
 def _check_batch_splits(cfg) -> None:
     """The global batch must split evenly over a distributed run's processes."""
-    from convbench.distributed import place
+    from convbench.run.ranks import place
 
     here = place()
     processes = here.world_size if here.is_distributed else cfg.trainer.devices

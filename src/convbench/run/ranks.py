@@ -1,9 +1,9 @@
-"""One run over several processes: PyTorch's own machinery (torchrun, DistributedDataParallel),
-no scheduler of ours.
+"""Where this process stands among a run's processes, and what they do together: PyTorch's own
+machinery (torchrun's environment, a gloo process group), no scheduler of ours.
 
 `torchrun --nproc-per-node=N -m convbench train ...` starts N processes with RANK, WORLD_SIZE,
-LOCAL_RANK and the rendezvous in their environment; `convbench train trainer.devices=N` starts
-them itself through torch's elastic launcher. Every process joins one process group: gloo, which
+LOCAL_RANK and the rendezvous in their environment (`convbench train trainer.devices=N` starts
+them itself, convbench.launch.distributed). Every process joins one process group: gloo, which
 carries the small control messages (the run folder's name, a stop request, the epoch's sums) on
 the CPU whatever the device, and, for CUDA training, an NCCL group for DistributedDataParallel's
 gradients.
@@ -115,30 +115,6 @@ class Group:
 
 def collective(here: Place):
     return Group(here) if here.is_distributed else Solo()
-
-
-def launch_local(processes: int, arguments: list[str]) -> int:
-    """Run `python -m convbench ARGUMENTS` in `processes` processes on this machine through
-    torch's elastic launcher (what `torchrun --standalone --nproc-per-node=N` does) and wait.
-    Returns the exit code: 0, or the first failed process's (3 after a stop signal, which the
-    launcher passes on to every process)."""
-    import logging
-
-    from torch.distributed import run as torchrun
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-
-    # The processes report their own errors; the launcher's report of the same would repeat it.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    options = ["--standalone", f"--nproc-per-node={processes}", "--module", "convbench"]
-    try:
-        torchrun.run(torchrun.parse_args([*options, *arguments]))
-    except ChildFailedError as failed:
-        codes = [failure.exitcode for failure in failed.failures.values()]
-        return next((code for code in codes if code > 0), 1)
-    except SignalException:
-        return 3  # the processes saved last.pt and stopped (convbench.errors.EXIT_INTERRUPTED)
-    return 0
 
 
 def leave() -> None:

@@ -11,7 +11,7 @@ Optional fields are spelled `Optional[X]`: OmegaConf 2.3.0, which the pins allow
 import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
@@ -24,7 +24,7 @@ class Device(StrEnum):
 
 
 class Precision(StrEnum):
-    auto = "auto"  # convbench.choices: bf16 where it is native and pays, else fp32
+    auto = "auto"  # convbench.config.auto: bf16 where it is native and pays, else fp32
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
@@ -99,28 +99,28 @@ class DatasetConfig:
     # side the model sees; batches are resized when it differs (each model has its own minimum)
     image_size: int = field(default=MISSING, metadata=limits(low=1, high=4096))
     # per channel, in [0, 1] units; null: the training split's, computed when it is loaded
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = field(
+    mean: list[float] | None = None
+    std: list[float] | None = field(
         default=None, metadata=limits(low=0, low_open=True, each=True)
     )
     classes: list[str] = field(default_factory=list)
-    root: Optional[str] = None  # an explicit folder; nothing else is searched
+    root: str | None = None  # an explicit folder; nothing else is searched
     data_dir: str = "${oc.env:CONVBENCH_DATA_DIR,data}"  # torchvision layout, downloads land here
     download: bool = True
     # carved from the training set with split_seed: a count (>= 1) or a fraction (< 1); best.pt
     # is chosen on it, so it holds at least one image
     val_size: float = field(default=5000, metadata=limits(low=0, low_open=True))
     # folder datasets without a test/ folder: the test split, carved like val_size
-    test_size: Optional[float] = field(default=None, metadata=limits(low=0, low_open=True))
+    test_size: float | None = field(default=None, metadata=limits(low=0, low_open=True))
     split_seed: int = field(default=0, metadata=limits(**SEED_LIMITS))
     # use only N training images
-    train_limit: Optional[int] = field(default=None, metadata=limits(low=1))
+    train_limit: int | None = field(default=None, metadata=limits(low=1))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # folder datasets (convbench.data.folder): where the decoded cache goes (null: ROOT's
     # .convbench-cache/), the memory the decoded images may take (null: half of this machine's),
     # whether unreadable images are skipped (and counted) instead of stopping the run
-    cache_dir: Optional[str] = None
-    max_memory_gb: Optional[float] = field(default=None, metadata=limits(low=0, low_open=True))
+    cache_dir: str | None = None
+    max_memory_gb: float | None = field(default=None, metadata=limits(low=0, low_open=True))
     skip_bad_images: bool = False
     stream: bool = False  # read the images from disk every epoch (a DataLoader with workers)
     # dataset.stream=true: the processes that read and decode images (per loader)
@@ -136,10 +136,10 @@ class TrainerConfig:
     eval_batch_size: int = field(default=MISSING, metadata=limits(low=1))
     device: Device = MISSING
     precision: Precision = MISSING
-    # auto | true | false (a string: YAML's true/false arrive as "True"/"False"); convbench.choices
+    # auto | true | false (a string: YAML's true/false arrive as "True"/"False"); convbench.config.auto
     channels_last: str = MISSING
     compile: bool = MISSING
-    grad_clip_norm: Optional[float] = field(default=None, metadata=limits(low=0, off="no clipping"))
+    grad_clip_norm: float | None = field(default=None, metadata=limits(low=0, off="no clipping"))
     log_every_n_steps: int = field(
         default=MISSING, metadata=limits(low=0, off="no step points, no step syncs")
     )
@@ -147,15 +147,15 @@ class TrainerConfig:
         default=MISSING, metadata=limits(low=0, off="at epoch ends only")
     )
     nonfinite_skips: int = field(default=MISSING, metadata=limits(low=0, off="stop at the first"))
-    init_from: Optional[str] = None
+    init_from: str | None = None
     log_images: bool = MISSING
     histogram_every_n_epochs: int = field(
         default=MISSING, metadata=limits(low=0, off="no histograms")
     )
     log_graph: bool = MISSING
-    progress: Optional[bool] = None  # None: a bar only on a terminal
+    progress: bool | None = None  # None: a bar only on a terminal
     # None: torch's default
-    num_threads: Optional[int] = field(default=None, metadata=limits(low=1, high=1024))
+    num_threads: int | None = field(default=None, metadata=limits(low=1, high=1024))
     # cross-entropy against (1 - s) one-hot + s uniform targets (Szegedy et al. 2016); 0: off
     label_smoothing: float = field(default=0.0, metadata=limits(low=0, high=0.5))
     # an exponential moving average of the weights with this decay (e.g. 0.999) is what is
@@ -199,12 +199,12 @@ class Plot(StrEnum):
 @dataclass
 class ReportConfig:
     """The picture an experiment's question wants, drawn by `convbench compare --plot/--html`
-    beside the learning curves (see convbench.report)."""
+    beside the learning curves (see convbench.analysis.report)."""
 
     plot: Plot = Plot.none
     # robustness: the perturbation kinds, comma-separated (a panel each); sweep: an override key
-    x: Optional[str] = None
-    series: Optional[str] = None  # sweep: the override whose values get a line each
+    x: str | None = None
+    series: str | None = None  # sweep: the override whose values get a line each
     log_x: bool = False
 
 

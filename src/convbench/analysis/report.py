@@ -4,7 +4,7 @@ own picture, and one self-contained HTML file.
 matplotlib is imported here only, inside the functions, and draws on its Agg canvas (no
 window, no global pyplot state), so the other commands never pay for it.
 
-An experiment declares its picture in its config (`report.*`, convbench.config.ReportConfig):
+An experiment declares its picture in its config (`report.*`, convbench.config.schema.ReportConfig):
 - `robustness`: test accuracy against the amount of a perturbation (`report.x`: shift,
   occlude, clutter or illumination, as recorded by the run's `evaluate` block; several,
   comma-separated, give a panel each), a line per group;
@@ -25,7 +25,7 @@ import io
 from datetime import datetime
 from pathlib import Path
 
-from convbench.compare import Group, differing_keys, natural_key
+from convbench.analysis.compare import Group, differing_keys, natural_key
 
 HISTORY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
 LINE_STYLES = ("-", "--", ":", "-.")

@@ -43,7 +43,7 @@ def _load_weights(model, payload: dict, path: Path) -> None:
 
 
 def _device(name: str):
-    from convbench.build import resolve_device
+    from convbench.run.build import resolve_device
 
     try:
         return resolve_device(name)
@@ -90,8 +90,8 @@ def evaluate_weights(model, cfg, test_split, device, perturbation: dict | None =
     The one place that tests weights on perturbed images: `convbench eval` and the end of a run
     (`robustness`) both come here, so they agree to the last digit.
     """
-    from convbench.build import AUTOCAST_DTYPES, eval_batches
     from convbench.engine import evaluate
+    from convbench.run.build import AUTOCAST_DTYPES, eval_batches
 
     if perturbation:
         test_split = _perturbed(test_split, perturbation)
@@ -144,16 +144,16 @@ class _Loaded:
 
 
 def _load(path: Path, device_name: str, trust) -> _Loaded:
-    """The checkpoint at `path`, its config checked against `trust` (convbench.trust) before
+    """The checkpoint at `path`, its config checked against `trust` (convbench.config.trust) before
     its model is built."""
     from omegaconf import OmegaConf
 
-    from convbench.build import build_model
-    from convbench.checkpoint import load_checkpoint
-    from convbench.choices import settled_channels_last
+    from convbench.config.auto import settled_channels_last
+    from convbench.config.trust import check_config
     from convbench.data import load_splits
-    from convbench.lifecycle import check_belongs_to_run
-    from convbench.trust import check_config
+    from convbench.run.build import build_model
+    from convbench.run.checkpoint import load_checkpoint
+    from convbench.run.lifecycle import check_belongs_to_run
 
     payload = load_checkpoint(path)
     check_config(payload.get("config"), trust, str(path))
@@ -242,10 +242,10 @@ def _save_feature_maps(loaded: _Loaded, perturbation: dict | None, path: Path) -
     """The activations of the model's conv stages for the first 4 test images (perturbed by
     `perturbation` first, if any), normalized as the model sees them, drawn to `path` (PNG or
     SVG by its suffix)."""
-    from convbench.build import eval_batches
     from convbench.data import Split
     from convbench.files import write_failed
-    from convbench.visuals import save_feature_maps
+    from convbench.monitor.pictures import save_feature_maps
+    from convbench.run.build import eval_batches
 
     # The whole split is perturbed, then cut: an image's draws depend on its place in the split.
     split = _perturbed(loaded.test_split, perturbation) if perturbation else loaded.test_split

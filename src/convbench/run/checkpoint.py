@@ -18,7 +18,7 @@ import torch
 from convbench.errors import CheckpointError
 from convbench.files import atomic_write, write_failed
 
-FORMAT = "convbench.checkpoint"
+FORMAT = "convbench.run.checkpoint"
 VERSION = 1
 
 
@@ -92,7 +92,7 @@ class Checkpointer:
     behind the checkpoint a resume starts from.
 
     In a distributed run every rank calls `save` at the same step; the ranks' own random states
-    and epoch buffers are gathered (`group`, convbench.distributed) and rank 0 alone writes
+    and epoch buffers are gathered (`group`, convbench.run.ranks) and rank 0 alone writes
     them, under "ranks", so that each rank resumes exactly where it stood.
     """
 
@@ -109,7 +109,7 @@ class Checkpointer:
         ema=None,
         choices=None,
     ):
-        from convbench.distributed import Solo
+        from convbench.run.ranks import Solo
 
         self.folder = Path(folder)
         self.config = config

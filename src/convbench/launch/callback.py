@@ -4,8 +4,7 @@ process that launches runs, before their folders exist.
 - Before a single run: `preflight` (ranges, the model, the schedule), so a mistake leaves no
   run folder behind.
 - Before a sweep: the settings' ranges of the values shared by every job (a swept value is
-  checked by its own job), and a note of the sweep's folder, from which its jobs' outcomes are
-  read afterwards (convbench.sweeps).
+  checked by its own job).
 
 Hydra turns an `Exception` raised by a callback into a warning (and goes on to run), so what
 the checks raise travels as `ConfigRejected`, a BaseException that `convbench train` unwraps:
@@ -29,11 +28,9 @@ class ConfigRejected(BaseException):
 
 
 class ConvbenchCallback(Callback):
-    sweep_dirs: list[Path] = []  # noqa: RUF012 - shared by Hydra's instance and the caller
-
     def on_run_start(self, config, **kwargs) -> None:
-        from convbench.distributed import place
-        from convbench.preflight import preflight
+        from convbench.launch.preflight import preflight
+        from convbench.run.ranks import place
 
         try:
             if place().is_main:  # another rank's folder is rank 0's, which may be writing it
@@ -43,20 +40,18 @@ class ConvbenchCallback(Callback):
             raise ConfigRejected(error) from None
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from convbench.config import check_ranges
+        from convbench.config.schema import check_ranges
 
         try:
             check_ranges(config)
         except ValueError as exc:
             raise ConfigRejected(ConvbenchError(str(exc))) from None
-        # on_multirun_start gets the sweep's own config object, so this is the jobs' folder.
-        ConvbenchCallback.sweep_dirs.append(Path(str(config.hydra.sweep.dir)))
 
 
 def _refuse_a_used_folder(run_dir: Path) -> None:
     """A new run never writes into a folder that already holds one (hydra.run.dir=...): its
     checkpoints and curves would be overwritten or mixed."""
-    from convbench.runfolder import STATUS_FILE
+    from convbench.run.folder import STATUS_FILE
 
     if (run_dir / STATUS_FILE).is_file():
         raise ConvbenchError(
