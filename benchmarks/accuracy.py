@@ -34,9 +34,14 @@ def convbench(*arguments: str) -> subprocess.CompletedProcess:
 
 def train(family: str, seeds: str, folder: Path, extra: list[str]) -> None:
     result = convbench(
-        "train", "-m", f"experiment=recipe_{family}", f"seed={seeds}",
-        f"hydra.sweep.dir={folder}", "trainer.log_images=false", *extra,
-    )  # fmt: skip
+        "train",
+        "-m",
+        f"experiment=recipe_{family}",
+        f"seed={seeds}",
+        f"hydra.sweep.dir={folder}",
+        "trainer.log_images=false",
+        *extra,
+    )
     if result.returncode != 0:
         raise SystemExit(f"recipe_{family} failed (exit {result.returncode}):\n{result.stderr}")
 
@@ -62,7 +67,7 @@ def rows(folder: Path) -> list[dict]:
                 "test_acc": measures["test_acc"],
                 "wall_time_s": measures["wall_time_s"]["mean"],
                 "device": metrics[0]["device"],
-                "precision": metrics[0]["precision"],
+                "precision": metrics[0]["settled"]["precision"],
             }
         )
     return table

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+from common import fashion_mnist_dir
+
+FASHION_MNIST = fashion_mnist_dir()
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -44,12 +46,12 @@ CLASSES = [
 ]
 LOAD = (
     "import json, sys, time; from convbench.config.compose import compose; "
-    "from convbench.data import load_splits; "
+    "from convbench.data.loader import load_splits; "
     "cfg = compose(['dataset=imagefolder', 'dataset.root=' + sys.argv[1], 'dataset.native_size=28']); "
     "cfg.dataset.num_classes; started = time.perf_counter(); "
     "splits = load_splits(cfg.dataset); "
     "print(json.dumps({'seconds': time.perf_counter() - started, "
-    "'images': sum(len(s) for s in splits.values())}))"
+    "'images': sum(splits.sizes().values())}))"
 )
 
 

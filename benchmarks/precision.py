@@ -20,7 +20,8 @@ import torch
 
 from convbench.config.auto import MIN_MACS, native_bf16
 from convbench.config.compose import compose
-from convbench.data import Batches, load_splits
+from convbench.data.batches import Batches
+from convbench.data.loader import load_splits
 from convbench.engine import EngineOptions, RunIO, TrainState, train_one_epoch
 from convbench.monitor.eventlog import SilentLog
 from convbench.run.build import build_model, build_optimization, count_macs
@@ -73,7 +74,7 @@ def epoch_seconds(cfg, initial, split, variant: str, batch_size: int) -> float:
     )
     options = EngineOptions(autocast_dtype=DTYPES[precision], log_every_n_steps=50)
     started = time.perf_counter()
-    train_one_epoch(model, batches, optimization, TrainState(), options=options, io=io)
+    train_one_epoch(model, batches, optimization, state=TrainState(), options=options, io=io)
     return time.perf_counter() - started
 
 
@@ -82,7 +83,7 @@ def measure(name: str, images: int, repeats: int, batch_size: int) -> dict:
     cfg.trainer.precision, cfg.trainer.channels_last = "fp32", False
     torch.manual_seed(0)
     initial = build_model(cfg, torch.device("cpu"))
-    split = load_splits(cfg.dataset)["train"]
+    split = load_splits(cfg.dataset).train
     rates: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     names = list(VARIANTS)
     warm_up = type(split)(split.images[: 5 * batch_size], split.labels[: 5 * batch_size])

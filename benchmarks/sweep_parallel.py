@@ -21,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+from common import fashion_mnist_dir
+
+FASHION_MNIST = fashion_mnist_dir()
 ACTIVATIONS = "relu,tanh,gelu,sigmoid"
 
 

@@ -41,10 +41,12 @@ def test_config_mistakes(cli, tmp_path, overrides, expected):
 
 @pytest.mark.parametrize(
     ("override", "expected"),
-    [("model.activation=swishy", "relu, tanh, sigmoid, gelu"),
-     ("model.pooling=median", "max, avg, none"),
-     ("model.stride=9", "do not fit")],
-)  # fmt: skip
+    [
+        ("model.activation=swishy", "relu, tanh, sigmoid, gelu"),
+        ("model.pooling=median", "max, avg, none"),
+        ("model.stride=9", "do not fit"),
+    ],
+)
 def test_model_values_rejected_when_built(cli, mnist_root, tmp_path, override, expected):
     result = cli("train", *tiny_mnist_overrides(mnist_root), override, cwd=tmp_path)
     assert result.returncode == 2 and expected in result.stderr
@@ -60,14 +62,21 @@ def _broken_copy(source: Path, target: Path, name: str, damage) -> Path:
 
 @pytest.mark.parametrize(
     ("name", "damage"),
-    [("train-images-idx3-ubyte.gz", lambda b: gzip.compress(gzip.decompress(b)[:-100])),  # truncated
-     ("t10k-labels-idx1-ubyte.gz", lambda b: b[: len(b) // 2]),  # cut gzip stream
-     ("train-labels-idx1-ubyte.gz", lambda b: gzip.compress(b"\x07" * 50))],  # not IDX at all
-)  # fmt: skip
+    [
+        (
+            "train-images-idx3-ubyte.gz",
+            lambda b: gzip.compress(gzip.decompress(b)[:-100]),
+        ),  # truncated
+        ("t10k-labels-idx1-ubyte.gz", lambda b: b[: len(b) // 2]),  # cut gzip stream
+        ("train-labels-idx1-ubyte.gz", lambda b: gzip.compress(b"\x07" * 50)),
+    ],  # not IDX at all
+)
 def test_corrupt_idx_files_are_named(cli, mnist_root, tmp_path, name, damage):
     root = _broken_copy(mnist_root, tmp_path / "data", name, damage)
-    overrides = [o if not o.startswith("dataset.root=") else f"dataset.root={root}"
-                 for o in tiny_mnist_overrides(mnist_root)]  # fmt: skip
+    overrides = [
+        o if not o.startswith("dataset.root=") else f"dataset.root={root}"
+        for o in tiny_mnist_overrides(mnist_root)
+    ]
     result = cli("train", *overrides, cwd=tmp_path)
     assert result.returncode == 2 and name in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
@@ -76,8 +85,9 @@ def test_corrupt_idx_files_are_named(cli, mnist_root, tmp_path, name, damage):
 def test_corrupt_cifar_batch_is_named(cli, tmp_path):
     root = write_cifar_dataset(tmp_path / "cifar")
     (root / "data_batch_3").write_bytes(b"\x80\x02}q\x00")  # a pickle cut short
-    result = cli("train", "dataset=cifar10", f"dataset.root={root}", "trainer.device=cpu",
-                 cwd=tmp_path)  # fmt: skip
+    result = cli(
+        "train", "dataset=cifar10", f"dataset.root={root}", "trainer.device=cpu", cwd=tmp_path
+    )
     assert result.returncode == 2 and "data_batch_3" in result.stderr
 
 
@@ -86,15 +96,26 @@ def mlp_run(tmp_path_factory, mnist_root) -> Path:
     from helpers.cli import run_cli
 
     folder = tmp_path_factory.mktemp("mlp")
-    result = run_cli("train", "model=mlp", *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",
-                     f"hydra.run.dir={folder / 'run'}", cwd=folder)  # fmt: skip
+    result = run_cli(
+        "train",
+        "model=mlp",
+        *tiny_mnist_overrides(mnist_root),
+        "trainer.epochs=1",
+        f"hydra.run.dir={folder / 'run'}",
+        cwd=folder,
+    )
     assert result.returncode == 0, result.stderr
     return folder / "run"
 
 
 def test_checkpoint_of_another_model_names_the_differences(cli, mnist_root, mlp_run, tmp_path):
-    result = cli("train", "model=lenet", *tiny_mnist_overrides(mnist_root),
-                 f"trainer.init_from={mlp_run / 'checkpoints' / 'best.pt'}", cwd=tmp_path)  # fmt: skip
+    result = cli(
+        "train",
+        "model=lenet",
+        *tiny_mnist_overrides(mnist_root),
+        f"trainer.init_from={mlp_run / 'checkpoints' / 'best.pt'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "another model" in result.stderr
     assert (
@@ -106,8 +127,16 @@ def test_resume_refuses_a_last_pt_from_another_run(cli, mnist_root, mlp_run, tmp
     from helpers.cli import run_cli
 
     lenet = tmp_path / "lenet"
-    assert run_cli("train", *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",
-                   f"hydra.run.dir={lenet}", cwd=tmp_path).returncode == 0  # fmt: skip
+    assert (
+        run_cli(
+            "train",
+            *tiny_mnist_overrides(mnist_root),
+            "trainer.epochs=1",
+            f"hydra.run.dir={lenet}",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     before = (lenet / "metrics.json").read_bytes()
     shutil.copy(mlp_run / "checkpoints" / "last.pt", lenet / "checkpoints" / "last.pt")
     result = cli("resume", str(lenet), cwd=tmp_path)
@@ -122,8 +151,9 @@ def test_file_that_is_not_a_convbench_checkpoint(cli, mnist_root, tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"this is not a checkpoint")
     for path, expected in ((plain, "not a convbench checkpoint"), (garbage, "not a loadable")):
-        result = cli("train", *tiny_mnist_overrides(mnist_root), f"trainer.init_from={path}",
-                     cwd=tmp_path)  # fmt: skip
+        result = cli(
+            "train", *tiny_mnist_overrides(mnist_root), f"trainer.init_from={path}", cwd=tmp_path
+        )
         assert result.returncode == 2 and expected in result.stderr, result.stderr
         assert "Traceback" not in result.stdout + result.stderr
 
@@ -143,8 +173,10 @@ def test_malicious_pickle_is_refused_without_running(cli, mnist_root, tmp_path):
     run_dir = tmp_path / "victim"
     (run_dir / "checkpoints").mkdir(parents=True)
     shutil.copy(hostile, run_dir / "checkpoints" / "last.pt")
-    for args in (("train", *tiny_mnist_overrides(mnist_root), f"trainer.init_from={hostile}"),
-                 ("resume", str(run_dir))):  # fmt: skip
+    for args in (
+        ("train", *tiny_mnist_overrides(mnist_root), f"trainer.init_from={hostile}"),
+        ("resume", str(run_dir)),
+    ):
         result = cli(*args, cwd=tmp_path)
         assert result.returncode == 2 and "refuses" in result.stderr, result.stderr
     assert not (tmp_path / "payload-ran").exists(), "the payload must never run"
@@ -159,9 +191,15 @@ def test_resume_of_a_folder_without_checkpoints(cli, tmp_path):
 
 def test_sweep_with_a_failing_job_finishes_the_others(cli, mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
-    result = cli("train", "-m", "model.activation=relu,swishy,tanh",
-                 *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",
-                 f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    result = cli(
+        "train",
+        "-m",
+        "model.activation=relu,swishy,tanh",
+        *tiny_mnist_overrides(mnist_root),
+        "trainer.epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert "1 job(s) of the sweep failed" in result.stderr and "job 1" in result.stderr
     statuses = {}

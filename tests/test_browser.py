@@ -19,8 +19,17 @@ pytestmark = pytest.mark.slow
 def sweep(mnist_root, tmp_path_factory) -> Path:
     """A real two-job sweep (MLP and LeNet, two epochs each)."""
     folder = tmp_path_factory.mktemp("browser") / "outputs"
-    finish(start("train", "-m", "model=mlp,lenet", *tiny_mnist_overrides(mnist_root), ONE_THREAD,
-                 f"hydra.sweep.dir={folder / 'sweep'}", cwd=folder.parent))  # fmt: skip
+    finish(
+        start(
+            "train",
+            "-m",
+            "model=mlp,lenet",
+            *tiny_mnist_overrides(mnist_root),
+            ONE_THREAD,
+            f"hydra.sweep.dir={folder / 'sweep'}",
+            cwd=folder.parent,
+        )
+    )
     return folder
 
 
@@ -43,9 +52,13 @@ def test_the_compare_page_shows_the_runs_table_and_figure(sweep, tmp_path):
 
 
 def test_tensorboard_shows_the_runs_the_val_acc_chart_and_hparams(sweep):
-    server = subprocess.Popen([sys.executable, "-m", "convbench", "tb", str(sweep), "--port", "0"],
-                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "convbench", "tb", str(sweep), "--port", "0"],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = None
         for line in server.stdout:

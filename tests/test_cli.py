@@ -69,8 +69,13 @@ def test_bad_overrides_exit_2_with_a_message_and_no_traceback(cli, tmp_path, ove
 
 
 def test_missing_dataset_exits_2_naming_where_it_looked(cli, tmp_path):
-    result = cli("train", "dataset=mnist", f"dataset.root={tmp_path / 'nowhere'}",
-                 "trainer.device=cpu", cwd=tmp_path)  # fmt: skip
+    result = cli(
+        "train",
+        "dataset=mnist",
+        f"dataset.root={tmp_path / 'nowhere'}",
+        "trainer.device=cpu",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert str(tmp_path / "nowhere") in result.stderr and "Traceback" not in result.stderr
 
@@ -79,8 +84,10 @@ def test_config_errors_are_reported_without_importing_torch(tmp_path):
     """A typo must be answered at Hydra speed, not after torch's multi-second import."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "convbench", "train", "trainer.epoch=3"],
-        cwd=tmp_path, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "Did you mean trainer.epochs?" in result.stderr
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "hydra" in imported and "torch" not in imported

@@ -42,10 +42,15 @@ def complete(words: str, cword: int) -> tuple[list[str], list[str]]:
         "print(*sorted(m for m in ('torch', 'hydra', 'tensorboard') if m in sys.modules),\n"
         "      sep=',', file=sys.stderr)\n"
     )
-    env = {**os.environ, "_CONVBENCH_COMPLETE": "complete_bash", "COMP_WORDS": words,
-           "COMP_CWORD": str(cword)}  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=60)  # fmt: skip
+    env = {
+        **os.environ,
+        "_CONVBENCH_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(cword),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.split(), [m for m in result.stderr.strip().split(",") if m]
 
@@ -71,7 +76,13 @@ def test_bash_sources_the_script_and_completes(tmp_path):
         '_convbench_completion convbench; echo "${COMPREPLY[@]}"\n'
     )
     env = {**os.environ, "SHELL": "/bin/bash", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
-                            timeout=60, cwd=Path(tmp_path))  # fmt: skip
+    result = subprocess.run(
+        ["bash", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["eval"]

@@ -22,8 +22,17 @@ def dead_pid() -> int:
     return child.pid
 
 
-def make_run(folder: Path, overrides: list[str], test_acc: float | None, *, status="finished",
-             robustness=None, report=None, params=61_706, epochs=3) -> Path:  # fmt: skip
+def make_run(
+    folder: Path,
+    overrides: list[str],
+    test_acc: float | None,
+    *,
+    status="finished",
+    robustness=None,
+    report=None,
+    params=61_706,
+    epochs=3,
+) -> Path:
     """A run folder as a finished (or failed, or killed) run leaves it, without training."""
     hydra = folder / ".hydra"
     hydra.mkdir(parents=True)
@@ -32,16 +41,33 @@ def make_run(folder: Path, overrides: list[str], test_acc: float | None, *, stat
     if report:
         config["report"] = report
     (hydra / "config.yaml").write_text(yaml.safe_dump(config))
-    record = {"status": status, "epoch": epochs, "step": 10, "epochs": epochs,
-              "best_val_acc": None, "error": "loss became nan" if status == "failed" else None,
-              "pid": dead_pid() if status == "running" else os.getpid(), "host": os.uname()[1]}  # fmt: skip
+    record = {
+        "status": status,
+        "epoch": epochs,
+        "step": 10,
+        "epochs": epochs,
+        "best_val_acc": None,
+        "error": "loss became nan" if status == "failed" else None,
+        "pid": dead_pid() if status == "running" else os.getpid(),
+        "host": os.uname()[1],
+    }
     (folder / "status.json").write_text(json.dumps(record))
     if test_acc is not None:
-        history = [{"epoch": e, "val_acc": test_acc - 0.1 / e, "train_loss": 1.0 / e}
-                   for e in range(1, epochs + 1)]  # fmt: skip
-        metrics = {"status": "finished", "test_acc": test_acc, "best_val_acc": test_acc + 0.01,
-                   "params": params, "macs": 416_920, "train_images_per_sec": 1000.0,
-                   "wall_time_s": 10.0, "epochs": epochs, "history": history}  # fmt: skip
+        history = [
+            {"epoch": e, "val_acc": test_acc - 0.1 / e, "train_loss": 1.0 / e}
+            for e in range(1, epochs + 1)
+        ]
+        metrics = {
+            "status": "finished",
+            "test_acc": test_acc,
+            "best_val_acc": test_acc + 0.01,
+            "params": params,
+            "macs": 416_920,
+            "train_images_per_sec": 1000.0,
+            "wall_time_s": 10.0,
+            "epochs": epochs,
+            "history": history,
+        }
         if robustness:
             metrics["robustness"] = robustness
         (folder / "metrics.json").write_text(json.dumps(metrics))
@@ -56,12 +82,20 @@ def sweep(tmp_path) -> Path:
     shared = ["dataset=mnist", "dataset.root=/data/mnist", "trainer.device=cpu"]
     for seed, acc in enumerate((0.80, 0.82, 0.84)):
         shift = {"shift": {"0": acc, "2": acc - 0.3}}
-        make_run(root / f"max_{seed}", ["model.pooling=max", f"seed={seed}", *shared], acc,
-                 robustness=shift)  # fmt: skip
+        make_run(
+            root / f"max_{seed}",
+            ["model.pooling=max", f"seed={seed}", *shared],
+            acc,
+            robustness=shift,
+        )
     for seed, acc in enumerate((0.70, 0.74)):
         shift = {"shift": {"0": acc, "2": acc - 0.1}}
-        make_run(root / f"avg_{seed}", ["model.pooling=avg", f"seed={seed}", *shared], acc,
-                 robustness=shift)  # fmt: skip
+        make_run(
+            root / f"avg_{seed}",
+            ["model.pooling=avg", f"seed={seed}", *shared],
+            acc,
+            robustness=shift,
+        )
     make_run(root / "avg_9", ["model.pooling=avg", "seed=9", *shared], None, status="failed")
     make_run(root / "max_9", ["model.pooling=max", "seed=9", *shared], None, status="running")
     return root
@@ -152,13 +186,15 @@ def test_figure_and_page(sweep, tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [(["nowhere"], "is not a folder"),
-     (["{sweep}", "--where", "pooling"], "KEY=VALUE"),
-     (["{sweep}", "--plot", "x.jpg"], ".png or .svg"),
-     (["{sweep}", "--metric", "speed"], "choose one of val_acc"),
-     (["{sweep}", "--where", "model.pooling=median"], "match model.pooling=median"),
-     (["{sweep}", "--plot", "{tmp}/no/such/folder/x.png"], "could not write")],
-)  # fmt: skip
+    [
+        (["nowhere"], "is not a folder"),
+        (["{sweep}", "--where", "pooling"], "KEY=VALUE"),
+        (["{sweep}", "--plot", "x.jpg"], ".png or .svg"),
+        (["{sweep}", "--metric", "speed"], "choose one of val_acc"),
+        (["{sweep}", "--where", "model.pooling=median"], "match model.pooling=median"),
+        (["{sweep}", "--plot", "{tmp}/no/such/folder/x.png"], "could not write"),
+    ],
+)
 def test_bad_input_is_one_paragraph(sweep, tmp_path, args, expected):
     args = [a.format(sweep=sweep, tmp=tmp_path) for a in args]
     result = run_cli("compare", *args, cwd=tmp_path, timeout=60)
@@ -167,8 +203,15 @@ def test_bad_input_is_one_paragraph(sweep, tmp_path, args, expected):
 
 
 def test_measures_chooses_the_columns(sweep, tmp_path):
-    result = run_cli("compare", str(sweep), "--format", "markdown", "--measures",
-                     "test_acc,shift=2,params", cwd=tmp_path)  # fmt: skip
+    result = run_cli(
+        "compare",
+        str(sweep),
+        "--format",
+        "markdown",
+        "--measures",
+        "test_acc,shift=2,params",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "| model.pooling | n | test acc | shift=2 | params |"
     unknown = run_cli("compare", str(sweep), "--measures", "speed", cwd=tmp_path)

@@ -34,8 +34,14 @@ def epoch_lines(screen: list[str]) -> list[str]:
 def test_every_epoch_line_starts_its_own_line_under_the_bar(short_tmp):
     tmp_path = short_tmp
     root = write_idx_dataset(tmp_path / "data", train=2100, test=200)  # a bar worth drawing
-    terminal = Terminal("train", *tiny_mnist_overrides(root), "trainer.epochs=3", ONE_THREAD,
-                        "hydra.run.dir=run", cwd=tmp_path)  # fmt: skip
+    terminal = Terminal(
+        "train",
+        *tiny_mnist_overrides(root),
+        "trainer.epochs=3",
+        ONE_THREAD,
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
     assert terminal.wait() == 0, terminal.screen()
     assert "━" in terminal.output.decode(errors="replace"), "a bar was drawn on the terminal"
     screen = terminal.screen()

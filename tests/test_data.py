@@ -9,20 +9,34 @@ import numpy as np
 import pytest
 import torch
 
-from convbench.data import Batches, Split, load_splits, sources
+from convbench.data import sources
+from convbench.data.batches import Batches, Split, random_crop, random_flip
 from convbench.data.formats import idx_bytes, read_cifar_batch, read_idx
-from convbench.data.loader import random_crop, random_flip
+from convbench.data.loader import load_splits
 from convbench.errors import DatasetError
 from helpers.fakedata import write_cifar_dataset, write_idx_dataset
 
 
 def dataset_cfg(**overrides):
     base = dict(
-        name="mnist", format="idx", torchvision_name="MNIST", system_dirs=[], num_classes=10,
-        in_channels=1, native_size=28, image_size=28, mean=[0.5], std=[0.5], root=None,
-        data_dir="/nonexistent", download=False, val_size=100, split_seed=0, train_limit=None,
+        name="mnist",
+        format="idx",
+        torchvision_name="MNIST",
+        system_dirs=[],
+        num_classes=10,
+        in_channels=1,
+        native_size=28,
+        image_size=28,
+        mean=[0.5],
+        std=[0.5],
+        root=None,
+        data_dir="/nonexistent",
+        download=False,
+        val_size=100,
+        split_seed=0,
+        train_limit=None,
         augment=SimpleNamespace(crop_padding=0, flip=False),
-    )  # fmt: skip
+    )
     base.update(overrides)
     return SimpleNamespace(**base)
 
@@ -110,13 +124,13 @@ def test_partial_dataset_names_the_missing_file(tmp_path):
 def test_splits_are_disjoint_seeded_and_limited(mnist_root):
     cfg = dataset_cfg(root=str(mnist_root), val_size=100)
     first, second = load_splits(cfg), load_splits(cfg)
-    assert len(first["train"]) == 500 and len(first["val"]) == 100 and len(first["test"]) == 200
-    assert torch.equal(first["val"].images, second["val"].images)
-    train_rows = {bytes(x.numpy()) for x in first["train"].images}
-    assert not any(bytes(x.numpy()) in train_rows for x in first["val"].images)
+    assert len(first.train) == 500 and len(first.val) == 100 and len(first.test) == 200
+    assert torch.equal(first.val.images, second.val.images)
+    train_rows = {bytes(x.numpy()) for x in first.train.images}
+    assert not any(bytes(x.numpy()) in train_rows for x in first.val.images)
     limited = load_splits(dataset_cfg(root=str(mnist_root), val_size=100, train_limit=50))
-    assert len(limited["train"]) == 50
-    assert torch.equal(limited["val"].images, first["val"].images)  # same validation set
+    assert len(limited.train) == 50
+    assert torch.equal(limited.val.images, first.val.images)  # same validation set
 
 
 def test_shape_mismatch_with_config_is_reported(mnist_root):
@@ -131,8 +145,16 @@ def _split(n=10, size=8, channels=1):
 
 def test_batches_normalize_cover_every_sample_and_reshuffle_per_epoch():
     split = _split(n=10)
-    batches = Batches(split, batch_size=4, device=torch.device("cpu"), mean=[0.5], std=[0.25],
-                      image_size=8, shuffle=True, seed=3)  # fmt: skip
+    batches = Batches(
+        split,
+        batch_size=4,
+        device=torch.device("cpu"),
+        mean=[0.5],
+        std=[0.25],
+        image_size=8,
+        shuffle=True,
+        seed=3,
+    )
     assert len(batches) == 3
     epoch0 = list(batches.epoch(0))
     labels0 = torch.cat([y for _, y in epoch0])
@@ -149,8 +171,15 @@ def test_batches_normalize_cover_every_sample_and_reshuffle_per_epoch():
 
 
 def test_batches_resize_to_image_size_and_channels_last():
-    batches = Batches(_split(channels=3), batch_size=4, device=torch.device("cpu"), mean=[0] * 3,
-                      std=[1] * 3, image_size=16, channels_last=True)  # fmt: skip
+    batches = Batches(
+        _split(channels=3),
+        batch_size=4,
+        device=torch.device("cpu"),
+        mean=[0] * 3,
+        std=[1] * 3,
+        image_size=16,
+        channels_last=True,
+    )
     x, _ = next(batches.epoch(0))
     assert x.shape == (4, 3, 16, 16)
     assert x.is_contiguous(memory_format=torch.channels_last)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from convbench.run.checkpoint import load_checkpoint
-from convbench.run.folder import find_run_dirs
+from convbench.run.folder import find_runs
 from helpers.cli import (
     TRUSTED,
     cli_env,
@@ -34,10 +34,25 @@ TIMING_KEYS = {"wall_time_s", "train_images_per_sec", "train_seconds"}
 
 
 def torchrun(*args: str, cwd: Path, **popen) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node=2", "-m", "convbench", *args]  # fmt: skip
-    return subprocess.Popen(command, cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "convbench",
+        *args,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def weights(run_dir: Path, name: str = "last.pt") -> dict:
@@ -56,9 +71,9 @@ def test_torchrun_makes_one_run_that_matches_one_process(mnist_root, tmp_path):
     overrides = [*tiny_mnist_overrides(mnist_root), "trainer.batch_size=64"]
     overrides.append("trainer.precision=fp32")
     finish(torchrun("train", *overrides, cwd=tmp_path), expected=0)
-    runs = find_run_dirs(tmp_path / "outputs")
+    runs = find_runs(tmp_path / "outputs")
     assert len(runs) == 1, f"one folder for the run, chosen once: {runs}"
-    run_dir = runs[0]
+    run_dir = runs[0].path
     # events.out.tfevents.<time>.<host>.<pid>.<n>: the writing process's pid
     writers = {path.name.rsplit(".", 2)[1] for path in run_dir.glob("events.out.tfevents.*")}
     status = json.loads((run_dir / "status.json").read_text())
@@ -67,8 +82,12 @@ def test_torchrun_makes_one_run_that_matches_one_process(mnist_root, tmp_path):
     assert len(load_checkpoint(run_dir / "checkpoints" / "last.pt")["ranks"]) == 2
 
     single = tmp_path / "single"
-    assert run_cli("train", *overrides, "trainer.num_threads=1", f"hydra.run.dir={single}",
-                   cwd=tmp_path).returncode == 0  # fmt: skip
+    assert (
+        run_cli(
+            "train", *overrides, "trainer.num_threads=1", f"hydra.run.dir={single}", cwd=tmp_path
+        ).returncode
+        == 0
+    )
     ours, theirs = weights(run_dir), weights(single)
     difference = max((ours[k] - theirs[k]).abs().max().item() for k in theirs)
     assert difference < TOLERANCE, difference
@@ -83,11 +102,13 @@ def test_devices_2_equals_torchrun_and_resumes_exactly_after_a_sigkill(mnist_roo
     finish(torchrun("train", *overrides, f"hydra.run.dir={reference}", cwd=tmp_path))
 
     run_dir = tmp_path / "run"
-    proc = start("train", *overrides, "trainer.devices=2", f"hydra.run.dir={run_dir}",
-                 cwd=tmp_path)  # fmt: skip
+    proc = start("train", *overrides, "trainer.devices=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     last = run_dir / "checkpoints" / "last.pt"
-    wait_until(lambda: last.is_file() and load_checkpoint(last)["state"]["step"] >= 10, proc,
-               "a checkpoint in epoch 2")  # fmt: skip
+    wait_until(
+        lambda: last.is_file() and load_checkpoint(last)["state"]["step"] >= 10,
+        proc,
+        "a checkpoint in epoch 2",
+    )
     # The launcher and both ranks (torch's launcher gives each rank a session of its own), as a
     # pre-emption kills a job's every process: no time to save.
     ranks = [rank_pid(run_dir, rank) for rank in (0, 1)]
@@ -135,8 +156,13 @@ def test_a_sigterm_to_one_rank_stops_both_with_one_checkpoint(mnist_root, tmp_pa
 
 
 def test_a_global_batch_that_does_not_split_is_refused(mnist_root, tmp_path):
-    result = run_cli("train", *tiny_mnist_overrides(mnist_root), "trainer.batch_size=63",
-                     "trainer.devices=2", cwd=tmp_path)  # fmt: skip
+    result = run_cli(
+        "train",
+        *tiny_mnist_overrides(mnist_root),
+        "trainer.batch_size=63",
+        "trainer.devices=2",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2 and "does not split over 2 processes" in result.stderr
     assert not (tmp_path / "outputs").exists()
 
@@ -154,8 +180,17 @@ def test_rank_0_decodes_a_new_folder_and_the_others_read_its_cache(tmp_path):
     write_class_folders(bad, per_class=24)
     (bad / "dog" / "broken.png").write_bytes(b"not a png")
     helper = Path(__file__).parent / "helpers" / "load_in_turn.py"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node=2", str(helper), str(tmp_path), str(good), str(bad)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        str(helper),
+        str(tmp_path),
+        str(good),
+        str(bad),
+    ]
     done = subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

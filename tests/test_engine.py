@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from convbench.data import Batches, Split
+from convbench.data.batches import Batches, Split
 from convbench.engine import (
     EngineOptions,
     Optimization,
@@ -20,7 +20,8 @@ from convbench.engine import (
 )
 from convbench.models.googlenet import GoogLeNet
 from convbench.monitor.console import NoProgress
-from convbench.run.checkpoint import Checkpointer
+from convbench.run.checkpoint import Checkpointer, Settled
+from convbench.run.folder import RunFolder
 from convbench.run.ranks import Solo
 from convbench.run.signals import StopRequest
 
@@ -40,11 +41,25 @@ def io_for(tmp_path):
     def make(model, optimization: Optimization, checkpointer_class=Checkpointer) -> RunIO:
         writer = SummaryWriter(str(tmp_path / "tb"))
         writers.append(writer)
-        checkpointer = checkpointer_class(tmp_path / "checkpoints", {"model": {}}, model,
-                                    optimization.optimizer, optimization.scheduler,
-                                    optimization.scaler, writer)  # fmt: skip
-        return RunIO(writer=writer, progress=NoProgress(), checkpointer=checkpointer,
-                     stop=StopRequest(), group=Solo())  # fmt: skip
+        settled = Settled(
+            precision="fp32", channels_last=False, mean=[0.5], std=[0.5], fingerprint={}, reasons={}
+        )
+        checkpointer = checkpointer_class(
+            RunFolder(tmp_path),
+            config={"model": {}},
+            settled=settled,
+            model=model,
+            optimization=optimization,
+            writer=writer,
+            group=Solo(),
+        )
+        return RunIO(
+            writer=writer,
+            progress=NoProgress(),
+            checkpointer=checkpointer,
+            stop=StopRequest(),
+            group=Solo(),
+        )
 
     yield make
     for writer in writers:
@@ -58,14 +73,27 @@ def _batches(n=64, size=8, channels=1, batch_size=16, seed=0) -> Batches:
     )
     labels = torch.arange(n) % 4
     images[:, :, : size // 2] = (labels * 60).to(torch.uint8).view(-1, 1, 1, 1)  # learnable
-    return Batches(Split(images, labels), batch_size=batch_size, device=torch.device("cpu"),
-                   mean=[0.5] * channels, std=[0.5] * channels, image_size=size, shuffle=True)  # fmt: skip
+    return Batches(
+        Split(images, labels),
+        batch_size=batch_size,
+        device=torch.device("cpu"),
+        mean=[0.5] * channels,
+        std=[0.5] * channels,
+        image_size=size,
+        shuffle=True,
+    )
 
 
 def _epoch(io_for, model, batches, optimizer, state, options=None):
     optimization = _optimization(optimizer)
-    return train_one_epoch(model, batches, optimization, state,
-                           options=options or EngineOptions(), io=io_for(model, optimization))  # fmt: skip
+    return train_one_epoch(
+        model,
+        batches,
+        optimization,
+        state=state,
+        options=options or EngineOptions(),
+        io=io_for(model, optimization),
+    )
 
 
 def test_epoch_metrics_are_the_means_over_the_epoch_and_training_learns(io_for):
@@ -76,10 +104,10 @@ def test_epoch_metrics_are_the_means_over_the_epoch_and_training_learns(io_for):
     first = _epoch(io_for, model, batches, optimizer, state)
     assert state.step == 4 and state.batch_in_epoch == 4
     assert 0 < first["acc"] <= 1 and first["loss"] > 0 and first["images_per_sec"] > 0
-    state.epoch, state.batch_in_epoch, state.epoch_buffers = 1, 0, None
+    state.epoch, state.batch_in_epoch, state.sums = 1, 0, None
     for _ in range(20):
         later = _epoch(io_for, model, batches, optimizer, state)
-        state.epoch, state.batch_in_epoch, state.epoch_buffers = state.epoch + 1, 0, None
+        state.epoch, state.batch_in_epoch, state.sums = state.epoch + 1, 0, None
     assert later["loss"] < first["loss"] and later["acc"] > first["acc"]
 
 
@@ -138,7 +166,15 @@ def test_checkpoints_never_fall_between_an_epochs_last_step_and_its_validation(i
     optimization = _optimization(torch.optim.SGD(model.parameters(), lr=0.1))
     batches = {"train": _batches(n=64, batch_size=16), "val": _batches(n=32, batch_size=16)}
     io = io_for(model, optimization, RecordingCheckpointer)
-    fit(model, batches, optimization, TrainState(), epochs=2, num_classes=4,
-        options=EngineOptions(checkpoint_every_n_steps=1), io=io)  # fmt: skip
+    fit(
+        model,
+        batches,
+        optimization,
+        state=TrainState(),
+        epochs=2,
+        num_classes=4,
+        options=EngineOptions(checkpoint_every_n_steps=1),
+        io=io,
+    )
     # 4 steps per epoch: periodic saves after steps 1-3 of each epoch, then the epoch-end save.
     assert saves == [(0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3), (2, 0)]

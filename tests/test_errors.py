@@ -32,8 +32,13 @@ def test_rejected_arguments_are_the_users_to_fix(cli, mnist_root, tmp_path, over
 
 def test_a_bug_in_a_users_model_keeps_its_traceback_and_exits_1(cli, mnist_root, tmp_path):
     run_dir = tmp_path / "run"
-    result = cli("train", *tiny_mnist_overrides(mnist_root), f"{FAULTY}.BrokenInit",
-                 f"hydra.run.dir={run_dir}", cwd=tmp_path)  # fmt: skip
+    result = cli(
+        "train",
+        *tiny_mnist_overrides(mnist_root),
+        f"{FAULTY}.BrokenInit",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
     assert "faultymodels.py" in result.stderr, "the traceback reaches the user's own line"
@@ -44,8 +49,16 @@ def test_a_bug_in_a_users_model_keeps_its_traceback_and_exits_1(cli, mnist_root,
 def test_a_sweep_reports_user_errors_and_bugs_from_the_jobs_folders(cli, mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
     targets = "convbench.models.lenet.LeNet,helpers.faultymodels.BrokenInit,helpers.nosuch.Net"
-    result = cli("train", "-m", f"model._target_={targets}", *tiny_mnist_overrides(mnist_root),
-                 "trainer.epochs=1", ONE_THREAD, f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    result = cli(
+        "train",
+        "-m",
+        f"model._target_={targets}",
+        *tiny_mnist_overrides(mnist_root),
+        "trainer.epochs=1",
+        ONE_THREAD,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1, result.stderr
     summary = result.stderr[result.stderr.index("2 job(s) of the sweep failed:") :]
     lines = summary.strip().splitlines()[1:]
@@ -68,8 +81,9 @@ def test_only_a_jobs_own_failure_ends_a_sweep_quietly():
 def test_a_bug_met_by_the_checks_before_a_run_keeps_its_traceback(cli, mnist_root, tmp_path):
     """The preflight runs the user's forward on one meta image: a bug there is a bug (exit 1,
     traceback), not a config error, and no run folder is made."""
-    result = cli("train", *tiny_mnist_overrides(mnist_root), f"{FAULTY}.BrokenForward",
-                 cwd=tmp_path)  # fmt: skip
+    result = cli(
+        "train", *tiny_mnist_overrides(mnist_root), f"{FAULTY}.BrokenForward", cwd=tmp_path
+    )
     assert result.returncode == 1
     assert "AttributeError" in result.stderr and "temperature" in result.stderr
     assert result.stderr.rstrip().endswith(BUG_REPORT)

@@ -17,8 +17,13 @@ from helpers.cli import ONE_THREAD, run_cli, tiny_mnist_overrides
 @pytest.fixture(scope="module")
 def run_dir(mnist_root, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("eval")
-    result = run_cli("train", *tiny_mnist_overrides(mnist_root), ONE_THREAD,
-                     f"hydra.run.dir={work / 'run'}", cwd=work)  # fmt: skip
+    result = run_cli(
+        "train",
+        *tiny_mnist_overrides(mnist_root),
+        ONE_THREAD,
+        f"hydra.run.dir={work / 'run'}",
+        cwd=work,
+    )
     assert result.returncode == 0, result.stderr
     return work / "run"
 

@@ -16,9 +16,15 @@ EXPERIMENTS = sorted(
     for path in (config_dir() / "experiment").glob("*.yaml")
     if not path.stem.startswith("recipe_")
 )
-TINY = ["dataset.val_size=100", "trainer.epochs=2", "trainer.batch_size=64",
-        "trainer.eval_batch_size=256", "trainer.device=cpu", ONE_THREAD,
-        "trainer.log_images=false"]  # fmt: skip
+TINY = [
+    "dataset.val_size=100",
+    "trainer.epochs=2",
+    "trainer.batch_size=64",
+    "trainer.eval_batch_size=256",
+    "trainer.device=cpu",
+    ONE_THREAD,
+    "trainer.log_images=false",
+]
 
 
 def cut_sweep(experiment: str) -> list[str]:
@@ -35,25 +41,51 @@ def cut_sweep(experiment: str) -> list[str]:
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_an_experiment_runs_and_compare_draws_its_picture(experiment, mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
-    finish(start("train", "-m", f"experiment={experiment}", "dataset=mnist",
-                 f"dataset.root={mnist_root}", *TINY, *cut_sweep(experiment),
-                 f"hydra.sweep.dir={sweep}", cwd=tmp_path))  # fmt: skip
+    finish(
+        start(
+            "train",
+            "-m",
+            f"experiment={experiment}",
+            "dataset=mnist",
+            f"dataset.root={mnist_root}",
+            *TINY,
+            *cut_sweep(experiment),
+            f"hydra.sweep.dir={sweep}",
+            cwd=tmp_path,
+        )
+    )
     jobs = [path for path in sweep.iterdir() if path.is_dir()]
     assert jobs and all((job / "metrics.json").is_file() for job in jobs)
     declared = yaml.safe_load((config_dir() / "experiment" / f"{experiment}.yaml").read_text())
     # What the experiment's file declares reaches its runs (the root config must not undo it).
     saved = yaml.safe_load((jobs[0] / ".hydra" / "config.yaml").read_text())
-    for block in ("report", "evaluate"):
+    for block in ("report", "robustness"):
         for key, value in (declared.get(block) or {}).items():
             assert saved[block][key] == value, f"{block}.{key}"
     report = compose([f"experiment={experiment}"]).report
     figure, page = tmp_path / "figure.png", tmp_path / "page.html"
-    output = finish(start("compare", str(sweep), "--plot", str(figure), "--html", str(page),
-                          "--format", "json", cwd=tmp_path))  # fmt: skip
+    output = finish(
+        start(
+            "compare",
+            str(sweep),
+            "--plot",
+            str(figure),
+            "--html",
+            str(page),
+            "--format",
+            "json",
+            cwd=tmp_path,
+        )
+    )
     groups = json.loads(output[: output.rindex("}") + 1])["groups"]
     assert sum(group["n"] for group in groups) == len(jobs)
-    panels = 1 + (len(str(report.x).split(",")) if str(report.plot) == "robustness" else
-                  0 if str(report.plot) == "none" else 1)  # fmt: skip
+    panels = 1 + (
+        len(str(report.x).split(","))
+        if str(report.plot) == "robustness"
+        else 0
+        if str(report.plot) == "none"
+        else 1
+    )
     with Image.open(figure) as image:
         width, height = image.size
     assert round(width / height * 4.6 / 6.4) == panels, "learning curves + the experiment's panels"

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from convbench.cli import app
 from convbench.config.compose import compose
-from convbench.data import load_splits
+from convbench.data.batches import SPLIT_NAMES
+from convbench.data.loader import load_splits
 from convbench.errors import DatasetError
 from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import (
@@ -64,8 +65,9 @@ def cli_overrides(root: Path, run_dir: Path, *extra: str, epochs: int = 2) -> li
 
 
 def train(root: Path, run_dir: Path, *extra: str, epochs: int = 2) -> Path:
-    result = run_cli("train", *cli_overrides(root, run_dir, *extra, epochs=epochs),
-                     cwd=run_dir.parent)  # fmt: skip
+    result = run_cli(
+        "train", *cli_overrides(root, run_dir, *extra, epochs=epochs), cwd=run_dir.parent
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return run_dir
 
@@ -153,13 +155,21 @@ def test_any_colour_image_makes_three_channels(colour_root, tmp_path):
     assert (cfg.in_channels, cfg.num_classes) == (3, 2)
 
 
-@pytest.mark.parametrize(("root_name", "channels", "classes"),
-                         [("grey_root", 1, 3), ("colour_root", 3, 2)])  # fmt: skip
-def test_summary_shows_the_folders_input_shape_and_classes(request, root_name, channels,
-                                                           classes, tmp_path):  # fmt: skip
+@pytest.mark.parametrize(
+    ("root_name", "channels", "classes"), [("grey_root", 1, 3), ("colour_root", 3, 2)]
+)
+def test_summary_shows_the_folders_input_shape_and_classes(
+    request, root_name, channels, classes, tmp_path
+):
     root = request.getfixturevalue(root_name)
-    result = run_cli("summary", "dataset=imagefolder", f"dataset.root={root}",
-                     f"dataset.native_size={NATIVE}", cwd=tmp_path, timeout=120)  # fmt: skip
+    result = run_cli(
+        "summary",
+        "dataset=imagefolder",
+        f"dataset.root={root}",
+        f"dataset.native_size={NATIVE}",
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert f"Input shape:       [1, {channels}, {NATIVE}, {NATIVE}]" in result.stdout
     last = [line for line in result.stdout.splitlines() if line.startswith("classifier.")][-1]
@@ -192,7 +202,7 @@ def test_shorter_side_resized_then_centre_cropped(tmp_path):
     output pixel's centre, x = 2i + 0.5 input pixels: columns 2 and 3 -> x = 4.5 and 6.5 ->
     20 * 4.5 = 90 and 130. The tall image is the same, transposed."""
     root = known_folder(tmp_path / "png", ".png", colour=False)
-    test = load_splits(dataset_cfg(root, "dataset.native_size=2", "dataset.val_size=1"))["test"]
+    test = load_splits(dataset_cfg(root, "dataset.native_size=2", "dataset.val_size=1")).test
     assert test.images.dtype == torch.uint8 and tuple(test.images.shape) == (2, 1, 2, 2)
     assert test.labels.tolist() == [0, 1]
     assert test.images[0, 0].tolist() == [[90, 130], [90, 130]]
@@ -202,7 +212,7 @@ def test_shorter_side_resized_then_centre_cropped(tmp_path):
 def test_without_resizing_the_crop_is_the_middle_square(tmp_path):
     """native_size equal to the shorter side: no resampling, the middle square exactly."""
     root = known_folder(tmp_path / "png", ".png", colour=False)
-    test = load_splits(dataset_cfg(root, "dataset.native_size=4", "dataset.val_size=1"))["test"]
+    test = load_splits(dataset_cfg(root, "dataset.native_size=4", "dataset.val_size=1")).test
     wide = np.asarray(gradient(*WIDE))
     tall = np.asarray(gradient(*TALL))
     assert test.images[0, 0].numpy().tolist() == wide[:, 4:8].tolist()
@@ -211,7 +221,7 @@ def test_without_resizing_the_crop_is_the_middle_square(tmp_path):
 
 def test_jpeg_goes_through_the_same_policy(tmp_path):
     root = known_folder(tmp_path / "jpg", ".jpg", colour=False)
-    test = load_splits(dataset_cfg(root, "dataset.native_size=2", "dataset.val_size=1"))["test"]
+    test = load_splits(dataset_cfg(root, "dataset.native_size=2", "dataset.val_size=1")).test
     expected = torch.tensor([[[[90, 130], [90, 130]]], [[[90, 90], [130, 130]]]])
     # JPEG is lossy: quality 95 moves these smooth ramps by a level or two, no more.
     assert (test.images.int() - expected).abs().max() <= 3, test.images.tolist()
@@ -222,7 +232,7 @@ def test_grey_images_become_rgb_in_a_colour_folder(tmp_path, suffix):
     root = known_folder(tmp_path / "colour", suffix, colour=True)
     cfg = dataset_cfg(root, "dataset.native_size=2", "dataset.val_size=1")
     assert cfg.in_channels == 3
-    test = load_splits(cfg)["test"]
+    test = load_splits(cfg).test
     assert tuple(test.images.shape) == (2, 3, 2, 2)
     wide = test.images[0].int()
     assert all(torch.equal(wide[c], wide[0]) for c in range(3)), "grey copied to R, G and B"
@@ -244,14 +254,22 @@ def forty(tmp_path) -> Path:
     return tmp_path / "forty"
 
 
+def by_name(splits) -> dict:
+    """A `Splits`' three splits by name: {"train": ..., "val": ..., "test": ...}."""
+    return {name: getattr(splits, name) for name in SPLIT_NAMES}
+
+
 def split_of(root: Path, *overrides: str) -> dict:
-    return load_splits(dataset_cfg(root, "dataset.native_size=8", *overrides))
+    return by_name(load_splits(dataset_cfg(root, "dataset.native_size=8", *overrides)))
 
 
 def test_one_folder_is_carved_by_counts_disjoint_and_complete(forty):
     splits = split_of(forty, "dataset.val_size=5", "dataset.test_size=7")
-    assert {name: len(split) for name, split in splits.items()} == {"train": 28, "val": 5,
-                                                                    "test": 7}  # fmt: skip
+    assert {name: len(split) for name, split in splits.items()} == {
+        "train": 28,
+        "val": 5,
+        "test": 7,
+    }
     everything = [fp for split in splits.values() for fp in fingerprints(split.images)]
     assert len(set(everything)) == 40, "every image in exactly one split"
     assert sorted(torch.cat([s.labels for s in splits.values()]).tolist()) == [0] * 20 + [1] * 20
@@ -282,12 +300,14 @@ def test_train_val_test_folders_are_used_as_they_are(tmp_path):
     root = write_split_folders(tmp_path / "split", {"train": 8, "val": 3, "test": 4})
     # val_size and test_size would carve other sizes: they must not apply here.
     splits = split_of(root, "dataset.val_size=2", "dataset.test_size=0.5")
-    assert {name: len(split) for name, split in splits.items()} == {"train": 16, "val": 6,
-                                                                    "test": 8}  # fmt: skip
+    assert {name: len(split) for name, split in splits.items()} == {
+        "train": 16,
+        "val": 6,
+        "test": 8,
+    }
     assert splits["val"].labels.tolist() == [0, 0, 0, 1, 1, 1], "in folder order, not carved"
     val_files = write_class_folders(tmp_path / "again", per_class=3, seed=1)  # what val/ holds
-    direct = load_splits(dataset_cfg(tmp_path / "again", "dataset.native_size=8",
-                                     "dataset.val_size=1", "dataset.test_size=1"))  # fmt: skip
+    direct = split_of(tmp_path / "again", "dataset.val_size=1", "dataset.test_size=1")
     assert len(val_files) == 6
     decoded_again = {fp for split in direct.values() for fp in fingerprints(split.images)}
     assert set(fingerprints(splits["val"].images)) == decoded_again, "val/ decoded as it is"
@@ -296,8 +316,11 @@ def test_train_val_test_folders_are_used_as_they_are(tmp_path):
 def test_a_missing_test_folder_is_carved_from_train(tmp_path):
     root = write_split_folders(tmp_path / "split", {"train": 10, "val": 3})
     splits = split_of(root, "dataset.test_size=4", "dataset.val_size=0.5")
-    assert {name: len(split) for name, split in splits.items()} == {"train": 16, "val": 6,
-                                                                    "test": 4}  # fmt: skip
+    assert {name: len(split) for name, split in splits.items()} == {
+        "train": 16,
+        "val": 6,
+        "test": 4,
+    }
     assert not set(fingerprints(splits["test"].images)) & set(fingerprints(splits["val"].images))
     assert not set(fingerprints(splits["test"].images)) & set(fingerprints(splits["train"].images))
 
@@ -305,8 +328,7 @@ def test_a_missing_test_folder_is_carved_from_train(tmp_path):
 # --- 4. the cache ----------------------------------------------------------------------------
 
 
-def test_the_first_run_writes_one_cache_file_the_second_reads_it(lenet_run, second_run,
-                                                                 grey_root):  # fmt: skip
+def test_the_first_run_writes_one_cache_file_the_second_reads_it(lenet_run, second_run, grey_root):
     assert len(cache_files(grey_root)) == 1
     assert "decoding 36 images to 1x16x16" in (lenet_run / "train.log").read_text()
     log = (second_run / "train.log").read_text()
@@ -399,29 +421,32 @@ def test_null_mean_and_std_come_from_the_training_split(tmp_path, colour):
     cfg = dataset_cfg(root, "dataset.native_size=8")
     assert cfg.mean is None and cfg.std is None
     splits = load_splits(cfg)
-    mean, std = direct_statistics(splits["train"].images)
-    assert len(cfg.mean) == len(cfg.std) == (3 if colour else 1)
-    assert np.allclose(cfg.mean, mean, atol=1e-6) and np.allclose(cfg.std, std, atol=1e-6)
-    everything = torch.cat([s.images for s in splits.values()])
-    assert not np.allclose(cfg.mean, direct_statistics(everything)[0], atol=1e-4), (
+    mean, std = direct_statistics(splits.train.images)
+    assert len(splits.mean) == len(splits.std) == (3 if colour else 1)
+    assert np.allclose(splits.mean, mean, atol=1e-6) and np.allclose(splits.std, std, atol=1e-6)
+    assert cfg.mean is None and cfg.std is None, "the config itself is never changed"
+    everything = torch.cat([s.images for s in by_name(splits).values()])
+    assert not np.allclose(splits.mean, direct_statistics(everything)[0], atol=1e-4), (
         "the training split's, not the whole folder's"
     )
 
 
 def test_the_run_records_the_training_splits_statistics(lenet_run):
-    dataset = load_checkpoint(lenet_run / "checkpoints" / "best.pt")["config"]["dataset"]
+    payload = load_checkpoint(lenet_run / "checkpoints" / "best.pt")
+    dataset, settled = payload["config"]["dataset"], payload["settled"]
     fresh = OmegaConf.create({**dataset, "mean": None, "std": None})
-    train_images = load_splits(fresh)["train"].images
+    train_images = load_splits(fresh).train.images
     mean, std = direct_statistics(train_images)
-    assert np.allclose(dataset["mean"], mean, atol=1e-6)
-    assert np.allclose(dataset["std"], std, atol=1e-6)
+    assert np.allclose(settled["mean"], mean, atol=1e-6)
+    assert np.allclose(settled["std"], std, atol=1e-6)
 
 
 def test_given_mean_and_std_are_kept(tmp_path):
     root = tmp_path / "images"
     write_class_folders(root, per_class=5)
     cfg = dataset_cfg(root, "dataset.native_size=8", "dataset.mean=[0.5]", "dataset.std=[0.25]")
-    load_splits(cfg)
+    splits = load_splits(cfg)
+    assert (splits.mean, splits.std) == ([0.5], [0.25])
     assert (list(cfg.mean), list(cfg.std)) == ([0.5], [0.25])
 
 
@@ -430,8 +455,9 @@ def test_a_given_mean_is_kept_when_only_std_is_computed(tmp_path):
     write_class_folders(root, per_class=5)
     cfg = dataset_cfg(root, "dataset.native_size=8", "dataset.mean=[0.5]")
     splits = load_splits(cfg)
-    assert list(cfg.mean) == [0.5]
-    assert np.allclose(cfg.std, direct_statistics(splits["train"].images)[1], atol=1e-6)
+    assert splits.mean == [0.5]
+    assert np.allclose(splits.std, direct_statistics(splits.train.images)[1], atol=1e-6)
+    assert list(cfg.mean) == [0.5] and cfg.std is None, "the config itself is never changed"
 
 
 # --- 6. bad input through the CLI --------------------------------------------------------------
@@ -531,8 +557,7 @@ def test_a_bad_folder_is_one_paragraph_before_the_run(tmp_path, make):
 
 
 def test_dataset_root_not_set_is_one_paragraph(tmp_path):
-    result = run_cli("train", "dataset=imagefolder", ONE_THREAD, "trainer.device=cpu",
-                     cwd=tmp_path)  # fmt: skip
+    result = run_cli("train", "dataset=imagefolder", ONE_THREAD, "trainer.device=cpu", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert one_paragraph(result.stderr), result.stderr
     assert "dataset.root is not set" in result.stderr and "dataset.root=/path" in result.stderr
@@ -551,8 +576,12 @@ def memory_root(tmp_path_factory) -> Path:
 def memory_refusal(memory_root, tmp_path_factory):
     """Training on 20 RGB images under a limit of a kilobyte."""
     work = tmp_path_factory.mktemp("refused")
-    result = run_cli("train", *cli_overrides(memory_root, work / "run"),
-                     "dataset.max_memory_gb=0.000001", cwd=work)  # fmt: skip
+    result = run_cli(
+        "train",
+        *cli_overrides(memory_root, work / "run"),
+        "dataset.max_memory_gb=0.000001",
+        cwd=work,
+    )
     return result, work / "run"
 
 
@@ -653,8 +682,9 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(resumed_run, reference_
 
 def test_compare_groups_runs_on_an_image_folder(resumed_run, reference_run, tmp_path):
     run_dir, _ = resumed_run
-    result = run_cli("compare", str(reference_run), str(run_dir), "--format", "json",
-                     cwd=tmp_path, timeout=120)  # fmt: skip
+    result = run_cli(
+        "compare", str(reference_run), str(run_dir), "--format", "json", cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert len(report["groups"]) == 1 and report["groups"][0]["n"] == 2, report

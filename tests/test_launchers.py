@@ -15,9 +15,17 @@ pytestmark = pytest.mark.slow
 
 def sweep(launcher: str, mnist_root, tmp_path, *extra: str):
     folder = tmp_path / "sweep"
-    result = run_cli("train", "-m", f"hydra/launcher={launcher}",
-                     "model.activation=relu,swishy,tanh,gelu", *tiny_mnist_overrides(mnist_root),
-                     "trainer.epochs=1", f"hydra.sweep.dir={folder}", *extra, cwd=tmp_path)  # fmt: skip
+    result = run_cli(
+        "train",
+        "-m",
+        f"hydra/launcher={launcher}",
+        "model.activation=relu,swishy,tanh,gelu",
+        *tiny_mnist_overrides(mnist_root),
+        "trainer.epochs=1",
+        f"hydra.sweep.dir={folder}",
+        *extra,
+        cwd=tmp_path,
+    )
     jobs = {path.name.split("_")[0]: path for path in folder.iterdir() if path.is_dir()}
     return result, jobs
 

@@ -14,8 +14,11 @@ from helpers.inprocess import convbench
 
 EXAMPLE = REPO / "examples" / "own_model"
 # The direct form from the README: no YAML file, the model config on the command line.
-DIRECT = ["~model", "+model={_target_: mynets.TinyNet, num_classes: ${dataset.num_classes}, "
-          "in_channels: ${dataset.in_channels}, image_size: ${dataset.image_size}}"]  # fmt: skip
+DIRECT = [
+    "~model",
+    "+model={_target_: mynets.TinyNet, num_classes: ${dataset.num_classes}, "
+    "in_channels: ${dataset.in_channels}, image_size: ${dataset.image_size}}",
+]
 
 
 def user_env() -> dict:
@@ -32,9 +35,17 @@ def importable(monkeypatch):
 
 def test_trains_through_the_search_path_and_evaluates(mnist_root, tmp_path, importable):
     run_dir = tmp_path / "run"
-    result = run_cli("train", "--config-dir", "examples/own_model/conf", "model=tinynet",
-                     *tiny_mnist_overrides(mnist_root), ONE_THREAD,
-                     f"hydra.run.dir={run_dir}", cwd=REPO, env_extra=user_env())  # fmt: skip
+    result = run_cli(
+        "train",
+        "--config-dir",
+        "examples/own_model/conf",
+        "model=tinynet",
+        *tiny_mnist_overrides(mnist_root),
+        ONE_THREAD,
+        f"hydra.run.dir={run_dir}",
+        cwd=REPO,
+        env_extra=user_env(),
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["model"] == "mynets.TinyNet" and metrics["epochs"] == 2
@@ -42,17 +53,26 @@ def test_trains_through_the_search_path_and_evaluates(mnist_root, tmp_path, impo
     # The run folder alone may not name a class outside convbench; the config folder vouches.
     refused = convbench("eval", run_dir, "--device", "cpu")
     assert refused.code == 2 and "model._target_=mynets.TinyNet" in refused.stderr
-    report = convbench("eval", run_dir, "--config-dir", EXAMPLE / "conf", "--json", "--device",
-                       "cpu")  # fmt: skip
+    report = convbench(
+        "eval", run_dir, "--config-dir", EXAMPLE / "conf", "--json", "--device", "cpu"
+    )
     assert report.code == 0, report.stderr
     assert json.loads(report.stdout)["test_acc"] == metrics["test_acc"]
 
 
 def test_trains_with_the_model_config_on_the_command_line(mnist_root, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("train", *DIRECT, *tiny_mnist_overrides(mnist_root), ONE_THREAD,
-                     "trainer.epochs=1", "dataset.train_limit=64", f"hydra.run.dir={run_dir}",
-                     cwd=REPO, env_extra=user_env())  # fmt: skip
+    result = run_cli(
+        "train",
+        *DIRECT,
+        *tiny_mnist_overrides(mnist_root),
+        ONE_THREAD,
+        "trainer.epochs=1",
+        "dataset.train_limit=64",
+        f"hydra.run.dir={run_dir}",
+        cwd=REPO,
+        env_extra=user_env(),
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((run_dir / "metrics.json").read_text())["model"] == "mynets.TinyNet"
 
@@ -76,7 +96,8 @@ def test_summary_composes_every_form(importable, form):
 
 
 def test_summary_cli_takes_config_dir(importable):
-    result = CliRunner().invoke(app, ["summary", "--config-dir", str(EXAMPLE / "conf"),
-                                      "model=tinynet"])  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["summary", "--config-dir", str(EXAMPLE / "conf"), "model=tinynet"]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("TinyNet (mynets.TinyNet) on fashionmnist")

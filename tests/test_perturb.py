@@ -21,8 +21,12 @@ def test_shift_moves_every_image_by_n_pixels_and_fills_with_background():
     moved = shift(images, 2, torch.Generator().manual_seed(0))
     for original, result in zip(images, moved, strict=True):
         padded = torch.nn.functional.pad(original, (2, 2, 2, 2))
-        windows = {(dy, dx): padded[:, 2 - dy : 10 - dy, 2 - dx : 10 - dx]
-                   for dy in (-2, 0, 2) for dx in (-2, 0, 2) if (dy, dx) != (0, 0)}  # fmt: skip
+        windows = {
+            (dy, dx): padded[:, 2 - dy : 10 - dy, 2 - dx : 10 - dx]
+            for dy in (-2, 0, 2)
+            for dx in (-2, 0, 2)
+            if (dy, dx) != (0, 0)
+        }
         assert any(torch.equal(result, w) for w in windows.values())
         assert (result == 0).sum() >= 2 * 8  # at least two background rows or columns
 
@@ -48,14 +52,10 @@ def test_clutter_pastes_a_square_of_another_image():
 
 def test_perturbations_are_seeded():
     images = _images()
-    first = perturb(images, shift_pixels=1, occlude_side=2, clutter_side=2, seed=5)
-    assert torch.equal(
-        first, perturb(images, shift_pixels=1, occlude_side=2, clutter_side=2, seed=5)
-    )
-    assert not torch.equal(
-        first, perturb(images, shift_pixels=1, occlude_side=2, clutter_side=2, seed=6)
-    )
-    assert torch.equal(perturb(images), images)
+    first = perturb(images, {"shift": 1, "occlude": 2, "clutter": 2}, seed=5)
+    assert torch.equal(first, perturb(images, {"shift": 1, "occlude": 2, "clutter": 2}, seed=5))
+    assert not torch.equal(first, perturb(images, {"shift": 1, "occlude": 2, "clutter": 2}, seed=6))
+    assert torch.equal(perturb(images, {}), images)
 
 
 # --- illumination ------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def test_illumination_at_strength_0_is_the_identity():
     assert torch.equal(generator.get_state(), torch.Generator().manual_seed(3).get_state()), (
         "nothing drawn, so the perturbations after it are unchanged"
     )
-    assert torch.equal(perturb(images, illumination=0.0, seed=3), images)
+    assert torch.equal(perturb(images, {"illumination": 0.0}, seed=3), images)
 
 
 @pytest.mark.parametrize("strength", [0.3, 1.0])
@@ -119,8 +119,9 @@ def test_illumination_is_the_documented_transform_pixel_by_pixel(strength):
     ]
     assert not mismatches, mismatches[:5]
     # Every channel of an image changes alike: a change of light, not of colour.
-    assert torch.equal(result[:, 0], illuminate(images[:, :1], strength,
-                                                torch.Generator().manual_seed(11))[:, 0])  # fmt: skip
+    assert torch.equal(
+        result[:, 0], illuminate(images[:, :1], strength, torch.Generator().manual_seed(11))[:, 0]
+    )
 
 
 def test_illumination_clamps_to_black_and_white_instead_of_wrapping():
@@ -136,17 +137,27 @@ def test_illumination_clamps_to_black_and_white_instead_of_wrapping():
 
 def test_illumination_is_seeded_and_differs_per_image():
     images = _ramp(count=1).repeat(5, 1, 1, 1)  # five copies of one image
-    first = perturb(images, illumination=0.5, seed=5)
-    assert torch.equal(first, perturb(images, illumination=0.5, seed=5))
-    assert not torch.equal(first, perturb(images, illumination=0.5, seed=6))
+    first = perturb(images, {"illumination": 0.5}, seed=5)
+    assert torch.equal(first, perturb(images, {"illumination": 0.5}, seed=5))
+    assert not torch.equal(first, perturb(images, {"illumination": 0.5}, seed=6))
     assert len({tuple(image.flatten().tolist()) for image in first}) == 5, "drawn per image"
-    assert not torch.equal(first, perturb(images, illumination=0.9, seed=5)), "the strength acts"
+    assert not torch.equal(first, perturb(images, {"illumination": 0.9}, seed=5)), (
+        "the strength acts"
+    )
 
 
 def test_eval_reports_accuracy_on_perturbed_test_images(mnist_root, tmp_path):
     run_dir = tmp_path / "run"
-    assert run_cli("train", *tiny_mnist_overrides(mnist_root), "trainer.num_threads=1",
-                   f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0  # fmt: skip
+    assert (
+        run_cli(
+            "train",
+            *tiny_mnist_overrides(mnist_root),
+            "trainer.num_threads=1",
+            f"hydra.run.dir={run_dir}",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     reports = {}
     for args in ((), ("--shift", "0"), ("--shift", "6"), ("--occlude", "24")):
         result = run_cli("eval", str(run_dir), "--json", "--device", "cpu", *args, cwd=tmp_path)
@@ -155,7 +166,7 @@ def test_eval_reports_accuracy_on_perturbed_test_images(mnist_root, tmp_path):
     plain = reports[()]
     assert reports[("--shift", "0")]["test_acc"] == plain["test_acc"]
     assert plain["perturbation"] is None
-    assert reports[("--shift", "6")]["perturbation"] == {"shift": 6}
+    assert reports[("--shift", "6")]["perturbation"] == {"shift": 6, "seed": 0}
     # The fixture's classes are horizontal bars at class-specific rows: moving or hiding most of
     # them must cost accuracy (a 20-pixel square cost this barely trained net one image or none).
     assert reports[("--shift", "6")]["test_acc"] < plain["test_acc"]

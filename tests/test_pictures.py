@@ -15,8 +15,18 @@ from convbench.monitor import pictures as visuals
 from convbench.monitor.pictures import confusion_figure, figure_to_rgb, save_feature_maps
 from helpers.cli import cli_env
 
-FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+FASHION = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def test_confusion_figure_names_the_classes_and_writes_every_count():
@@ -28,14 +38,17 @@ def test_confusion_figure_names_the_classes_and_writes_every_count():
     assert [label.get_text() for label in axes.get_xticklabels()] == FASHION
     assert [label.get_text() for label in axes.get_yticklabels()] == FASHION
     assert (axes.get_xlabel(), axes.get_ylabel()) == ("predicted class", "true class")
-    cells = {(round(text.get_position()[1]), round(text.get_position()[0])): text
-             for text in axes.texts}  # fmt: skip
+    cells = {
+        (round(text.get_position()[1]), round(text.get_position()[0])): text for text in axes.texts
+    }
     assert {key: text.get_text() for key, text in cells.items()} == {
         (row, column): str(int(confusion[row, column])) for row in range(10) for column in range(10)
     }
     assert cells[3, 3].get_color() == "white"  # on the darkest blue
-    light = min(((r, c) for r in range(10) for c in range(10) if confusion[r, c] and r != 3),
-                key=lambda key: int(confusion[key]))  # fmt: skip
+    light = min(
+        ((r, c) for r in range(10) for c in range(10) if confusion[r, c] and r != 3),
+        key=lambda key: int(confusion[key]),
+    )
     assert cells[light].get_color() == "black"
     accuracy = confusion.diagonal().sum() / confusion.sum()
     assert f"accuracy {accuracy:.2%}" in axes.get_title()
@@ -112,8 +125,9 @@ def test_colour_input_and_more_than_sixteen_channels(tmp_path):
 def test_training_start_does_not_import_matplotlib():
     """The engine imports convbench.monitor.pictures; matplotlib waits until a picture is drawn."""
     code = "import sys, convbench.engine; print('matplotlib' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 

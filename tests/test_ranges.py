@@ -19,9 +19,9 @@ import pytest
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from convbench.config.compose import compose, config_dir
-from convbench.config.schema import Config, check_ranges, limited_settings
+from convbench.config.schema import MAX_IMAGE_SIDE, Config, check_ranges, limited_settings
 from convbench.errors import ConvbenchError
-from convbench.launch.preflight import IMAGE_SIZE_LIMIT, preflight
+from convbench.launch.preflight import preflight
 from helpers.cli import ONE_THREAD, tiny_mnist_overrides
 from helpers.imagefolders import write_class_folders
 
@@ -93,8 +93,8 @@ def test_the_schema_walk_sees_every_kind_of_field():
     assert NUMBERS["trainer.grad_clip_norm"] == (float, False)  # Optional[float]
     assert NUMBERS["trainer.num_threads"] == (int, False)  # Optional[int]
     assert NUMBERS["dataset.std"] == (float, True)
-    assert NUMBERS["evaluate.shift"] == (int, True)  # a list of ints, empty by default
-    assert NUMBERS["evaluate.illumination"] == (float, True)
+    assert NUMBERS["robustness.shift"] == (int, True)  # a list of ints, empty by default
+    assert NUMBERS["robustness.illumination"] == (float, True)
     assert NUMBERS["seed"] == (int, False)  # the top level
     not_numbers = {"trainer.compile", "trainer.progress", "trainer.device", "dataset.format"}
     not_numbers |= {"dataset.name", "dataset.classes", "model", "optimizer", "scheduler"}
@@ -118,7 +118,7 @@ def test_every_shipped_dataset_is_in_range(dataset, tmp_path):
 def _with_item(key: str, value):
     """What to give `key` so that it holds `value`: the value itself, or for a list setting the
     base config's list (one item per channel) with its middle item replaced, or the value alone
-    where that list is empty (evaluate.*)."""
+    where that list is empty (robustness.*)."""
     kind, is_list = NUMBERS[key]
     if not is_list or value is None:
         return value
@@ -304,11 +304,11 @@ def test_a_schedule_that_fails_when_stepped_is_refused_before_the_run(cli, mnist
 
 
 @pytest.mark.parametrize("scheduler", ["cosine", "step", "none"])
-def test_a_warm_up_as_long_as_the_run_is_refused_before_the_run(cli, mnist_root, tmp_path,
-                                                                 scheduler):  # fmt: skip
+def test_a_warm_up_as_long_as_the_run_is_refused_before_the_run(
+    cli, mnist_root, tmp_path, scheduler
+):
     warm_up = [f"scheduler={scheduler}", "trainer.epochs=2", "scheduler.warmup_epochs=2"]
-    result = cli("train", *_tiny_run(mnist_root, without="trainer.epochs"), *warm_up,
-                 cwd=tmp_path)  # fmt: skip
+    result = cli("train", *_tiny_run(mnist_root, without="trainer.epochs"), *warm_up, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "scheduler.warmup_epochs=2" in result.stderr and "trainer.epochs=2" in result.stderr
     assert "below 2" in result.stderr
@@ -414,7 +414,7 @@ def test_an_image_too_small_for_the_model_names_the_smallest_side(overrides, exp
 
 
 def test_the_search_stops_at_the_schemas_largest_image():
-    assert LIMITED["dataset.image_size"][0].high == IMAGE_SIZE_LIMIT
+    assert LIMITED["dataset.image_size"][0].high == MAX_IMAGE_SIDE
 
 
 # --- sweeps -------------------------------------------------------------------------------------

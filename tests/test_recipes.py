@@ -1,6 +1,6 @@
 """Fast defaults and recipe options: trainer.precision/channels_last=auto (the choice and its
 reason in the first line and metrics.json, explicit values winning), the estimate after the
-first steps, label smoothing, warm-up, an average of the weights (validated, kept as best.pt,
+first epoch, label smoothing, warm-up, an average of the weights (validated, kept as best.pt,
 restored exactly on resume) and early stopping."""
 
 import json
@@ -50,13 +50,18 @@ def test_auto_precision_takes_bf16_where_native_and_on_a_gpu_where_worth_it(monk
 
 def test_auto_channels_last_for_conv_nets_on_a_cpu_and_big_ones_on_a_gpu():
     lenet, mlp = LeNet(10, 1, 28), MLP(10, 1, 28)
-    assert choose_channels_last("auto", lenet, CPU, 1).value is True
-    assert choose_channels_last("auto", lenet, CUDA, MIN_MACS).value is True
-    assert choose_channels_last("auto", lenet, CUDA, MIN_MACS - 1).value is False
-    assert choose_channels_last("auto", lenet, torch.device("mps"), 10**9).value is False
-    assert choose_channels_last("auto", mlp, CPU, 10**9).reason == "auto: no conv layers"
-    assert choose_channels_last("True", mlp, CPU, 0).value is True, "an explicit value wins"
-    assert choose_channels_last("false", lenet, CPU, 10**9).value is False
+    mps = torch.device("mps")
+    assert choose_channels_last("auto", lenet, device=CPU, macs=1).value is True
+    assert choose_channels_last("auto", lenet, device=CUDA, macs=MIN_MACS).value is True
+    assert choose_channels_last("auto", lenet, device=CUDA, macs=MIN_MACS - 1).value is False
+    assert choose_channels_last("auto", lenet, device=mps, macs=10**9).value is False
+    assert choose_channels_last("auto", mlp, device=CPU, macs=10**9).reason == (
+        "auto: no conv layers"
+    )
+    assert choose_channels_last("True", mlp, device=CPU, macs=0).value is True, (
+        "an explicit value wins"
+    )
+    assert choose_channels_last("false", lenet, device=CPU, macs=10**9).value is False
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +71,14 @@ def default_run(mnist_root, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("defaults")
     root = write_idx_dataset(folder / "data", train=2100, test=200)
-    result = run_cli("train", *tiny_mnist_overrides(root), ONE_THREAD, "trainer.batch_size=32",
-                     f"hydra.run.dir={folder / 'run'}", cwd=folder)  # fmt: skip
+    result = run_cli(
+        "train",
+        *tiny_mnist_overrides(root),
+        ONE_THREAD,
+        "trainer.batch_size=32",
+        f"hydra.run.dir={folder / 'run'}",
+        cwd=folder,
+    )
     assert result.returncode == 0, result.stderr
     return folder / "run", result.stdout
 
@@ -81,11 +92,16 @@ def test_the_choice_and_its_reason_are_in_the_first_line_and_metrics(default_run
     first = output.splitlines()[0]
     assert f"precision {precision} (auto: {reason}" in first
     assert "channels_last True (auto: conv net, 0.4 M MACs per image on cpu)" in first
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert (metrics["precision"], metrics["channels_last"]) == (precision, True)
-    assert metrics["choices"]["precision"][1].startswith("auto:")
-    saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]["trainer"]
+    settled = json.loads((run_dir / "metrics.json").read_text())["settled"]
+    assert (settled["precision"], settled["channels_last"]) == (precision, True)
+    assert settled["reasons"]["precision"].startswith("auto:")
+    payload = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    saved = payload["settled"]
     assert (saved["precision"], saved["channels_last"]) == (precision, True), "eval sees it"
+    trainer = payload["config"]["trainer"]
+    assert (trainer["precision"], trainer["channels_last"]) == ("auto", "auto"), (
+        "the config itself stays as composed"
+    )
 
 
 def test_the_layout_picked_is_the_layout_trained(default_run, mnist_root, tmp_path):
@@ -108,17 +124,17 @@ def test_the_layout_picked_is_the_layout_trained(default_run, mnist_root, tmp_pa
     assert second_conv(off).is_contiguous(), "channels_last=false trains in NCHW"
 
 
-def test_one_estimate_after_the_first_steps_off_a_terminal(default_run):
+def test_one_estimate_after_the_first_epoch_off_a_terminal(default_run):
     run_dir, output = default_run
-    estimates = [line for line in output.splitlines() if line.startswith("after 30 steps:")]
+    prefix = "estimate: an epoch takes "
+    estimates = [line for line in output.splitlines() if line.startswith(prefix)]
     assert len(estimates) == 1, output
-    assert "images/s; the 2 epoch(s) left should take about" in estimates[0]
-    assert "after 30 steps:" in (run_dir / "train.log").read_text()
+    assert " s here, so the 1 epoch(s) left should take about " in estimates[0]
+    assert prefix in (run_dir / "train.log").read_text()
 
 
 def test_label_smoothing_and_warm_up_are_built_from_the_config():
-    cfg = compose(["trainer.label_smoothing=0.1", "scheduler.warmup_epochs=2",
-                   "trainer.epochs=6"])  # fmt: skip
+    cfg = compose(["trainer.label_smoothing=0.1", "scheduler.warmup_epochs=2", "trainer.epochs=6"])
     optimization = build_optimization(cfg, LeNet(10, 1, 28), CPU)
     assert optimization.loss_fn.label_smoothing == 0.1
     lr = cfg.optimizer.lr
@@ -148,8 +164,11 @@ def test_the_average_is_validated_kept_as_best_and_resumed_exactly(mnist_root, t
     )
     proc = start("train", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     last_pt = run_dir / "checkpoints" / "last.pt"
-    wait_until(lambda: last_pt.is_file() and load_checkpoint(last_pt)["state"]["step"] >= 10,
-               proc, "a checkpoint in epoch 2")  # fmt: skip
+    wait_until(
+        lambda: last_pt.is_file() and load_checkpoint(last_pt)["state"]["step"] >= 10,
+        proc,
+        "a checkpoint in epoch 2",
+    )
     proc.send_signal(signal.SIGKILL)
     finish(proc, expected=-signal.SIGKILL)
     finish(start("resume", str(run_dir), *TRUSTED, cwd=tmp_path))
@@ -162,8 +181,15 @@ def test_the_average_is_validated_kept_as_best_and_resumed_exactly(mnist_root, t
 
 def test_early_stopping_ends_the_run_and_resume_leaves_it(mnist_root, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("train", *tiny_mnist_overrides(mnist_root), ONE_THREAD, "trainer.epochs=20",
-                     "trainer.early_stop_patience=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)  # fmt: skip
+    result = run_cli(
+        "train",
+        *tiny_mnist_overrides(mnist_root),
+        ONE_THREAD,
+        "trainer.epochs=20",
+        "trainer.early_stop_patience=1",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["stopped_early"] and metrics["epochs"] < 20

@@ -63,8 +63,9 @@ def reference_run(tmp_path_factory, mnist_root) -> Path:
 
 
 @pytest.mark.slow
-def test_sigkill_at_several_steps_then_resume_equals_uninterrupted(reference_run, mnist_root,
-                                                                   tmp_path):  # fmt: skip
+def test_sigkill_at_several_steps_then_resume_equals_uninterrupted(
+    reference_run, mnist_root, tmp_path
+):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.pt"
     killed_at = []
@@ -107,8 +108,9 @@ def test_sigterm_mid_epoch_saves_exits_3_and_resumes_exactly(reference_run, mnis
 
 
 @pytest.mark.slow
-def test_resume_ignores_the_leftover_of_a_save_killed_mid_write(reference_run, mnist_root,
-                                                                tmp_path):  # fmt: skip
+def test_resume_ignores_the_leftover_of_a_save_killed_mid_write(
+    reference_run, mnist_root, tmp_path
+):
     run_dir = tmp_path / "run"
     proc = start("train", *slow_overrides(mnist_root, run_dir), cwd=tmp_path)
     stop_after_first_checkpoint(proc, run_dir, signal.SIGKILL)
@@ -123,13 +125,24 @@ def test_resume_ignores_the_leftover_of_a_save_killed_mid_write(reference_run, m
 def test_nan_stops_with_a_clear_message_and_best_pt_untouched(cli, mnist_root, tmp_path):
     # Epoch 1 trains normally; then the step scheduler multiplies lr by 1e12: the loss explodes.
     run_dir = tmp_path / "run"
-    result = cli("train", "dataset=mnist", f"dataset.root={mnist_root}", "dataset.val_size=100",
-                 "trainer.epochs=3", "trainer.device=cpu", "scheduler=step",
-                 "scheduler.step_size=1", "scheduler.gamma=1e12", f"hydra.run.dir={run_dir}",
-                 cwd=tmp_path)  # fmt: skip
+    result = cli(
+        "train",
+        "dataset=mnist",
+        f"dataset.root={mnist_root}",
+        "dataset.val_size=100",
+        "trainer.epochs=3",
+        "trainer.device=cpu",
+        "scheduler=step",
+        "scheduler.step_size=1",
+        "scheduler.gamma=1e12",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 4, result.stderr
     message = result.stderr
-    assert "epoch 2, step" in message and "last.pt" in message and "best.pt" in message
+    assert "epoch 2, between steps" in message and "last.pt" in message and "best.pt" in message
+    # 500 training images in batches of 128: epoch 2 is steps 5 to 8, none checked before its end
+    assert "in epoch 2, between steps 5 and 8" in message, message
     assert "Traceback" not in message
     for name in ("best.pt", "last.pt"):
         saved = load_checkpoint(run_dir / "checkpoints" / name)
@@ -141,10 +154,20 @@ def test_nan_stops_with_a_clear_message_and_best_pt_untouched(cli, mnist_root, t
 
 @pytest.mark.slow
 def test_nonfinite_skips_are_bounded(cli, mnist_root, tmp_path):
-    result = cli("train", "dataset=mnist", f"dataset.root={mnist_root}", "dataset.val_size=100",
-                 "trainer.epochs=3", "trainer.device=cpu", "scheduler=step",
-                 "scheduler.step_size=1", "scheduler.gamma=1e12", "trainer.nonfinite_skips=2",
-                 f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # fmt: skip
+    result = cli(
+        "train",
+        "dataset=mnist",
+        f"dataset.root={mnist_root}",
+        "dataset.val_size=100",
+        "trainer.epochs=3",
+        "trainer.device=cpu",
+        "scheduler=step",
+        "scheduler.step_size=1",
+        "scheduler.gamma=1e12",
+        "trainer.nonfinite_skips=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 4
     assert "more than trainer.nonfinite_skips=2" in result.stderr
     assert result.stdout.count("skipped") >= 2
@@ -163,22 +186,44 @@ def test_the_own_model_example_resumes(tmp_path):
         "PYTHONPATH": str(repo / "examples" / "own_model"),
         "PYTHONUNBUFFERED": "1",
     }
-    args = [sys.executable, "-m", "convbench", "train", "--config-dir",
-            str(repo / "examples/own_model/conf"), "model=tinynet", "dataset=mnist",
-            f"dataset.root={root}", "dataset.val_size=100", "trainer.epochs=3",
-            "trainer.batch_size=32", "trainer.device=cpu", "trainer.num_threads=1",
-            "trainer.checkpoint_every_n_steps=1", f"hydra.run.dir={run_dir}"]  # fmt: skip
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "convbench",
+        "train",
+        "--config-dir",
+        str(repo / "examples/own_model/conf"),
+        "model=tinynet",
+        "dataset=mnist",
+        f"dataset.root={root}",
+        "dataset.val_size=100",
+        "trainer.epochs=3",
+        "trainer.batch_size=32",
+        "trainer.device=cpu",
+        "trainer.num_threads=1",
+        "trainer.checkpoint_every_n_steps=1",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     wait_for_new_checkpoint(run_dir / "checkpoints" / "last.pt", proc, 0.0)
     proc.send_signal(signal.SIGTERM)
     finish(proc, expected=3)
     stopped_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]["step"]
     assert 0 < stopped_at < 3 * 125
-    resume = [sys.executable, "-m", "convbench", "resume", str(run_dir), "--config-dir",
-              str(repo / "examples/own_model/conf")]  # fmt: skip
-    resumed = subprocess.run(resume, cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=300)  # fmt: skip
+    resume = [
+        sys.executable,
+        "-m",
+        "convbench",
+        "resume",
+        str(run_dir),
+        "--config-dir",
+        str(repo / "examples/own_model/conf"),
+    ]
+    resumed = subprocess.run(
+        resume, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["model"] == "mynets.TinyNet"

@@ -1,4 +1,4 @@
-"""Robustness measured in every run (the `evaluate` block) and by `convbench eval` with lists:
+"""Robustness measured in every run (the `robustness` block) and by `convbench eval` with lists:
 the same code and seed, so the numbers agree exactly; TensorBoard draws accuracy against the
 amount; a resume of a run stopped while measuring records the same numbers; bad values are one
 paragraph; `--feature-maps` draws the conv stages."""
@@ -13,12 +13,12 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
-from convbench.analysis.retest import _perturbed
 from convbench.cli import app
+from convbench.config.compose import compose
 from convbench.errors import ConvbenchError
 from convbench.monitor import pictures as visuals
-from convbench.run.checkpoint import load_checkpoint
-from convbench.run.lifecycle import measure_robustness
+from convbench.run import robustness
+from convbench.run.checkpoint import Settled, load_checkpoint
 from helpers.cli import (
     ONE_THREAD,
     TRUSTED,
@@ -30,14 +30,20 @@ from helpers.cli import (
     wait_until,
 )
 
-EVALUATE = ["evaluate.shift=[0,2]", "evaluate.illumination=[0,0.5]"]
+EVALUATE = ["robustness.shift=[0,2]", "robustness.illumination=[0,0.5]"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(mnist_root, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("robust")
-    result = run_cli("train", *tiny_mnist_overrides(mnist_root), ONE_THREAD, *EVALUATE,
-                     f"hydra.run.dir={work / 'run'}", cwd=work)  # fmt: skip
+    result = run_cli(
+        "train",
+        *tiny_mnist_overrides(mnist_root),
+        ONE_THREAD,
+        *EVALUATE,
+        f"hydra.run.dir={work / 'run'}",
+        cwd=work,
+    )
     assert result.returncode == 0, result.stderr
     return work / "run"
 
@@ -81,7 +87,8 @@ def test_the_run_records_each_value_and_the_clean_one_is_its_test_accuracy(run_d
 def test_eval_reproduces_the_recorded_accuracy_exactly(run_dir, option, kind, key):
     report = eval_json(str(run_dir), option, key)
     assert report["test_acc"] == metrics_of(run_dir)["robustness"][kind][key]
-    assert report["perturbation"] == {kind: float(key) if kind == "illumination" else int(key)}
+    amount = float(key) if kind == "illumination" else int(key)
+    assert report["perturbation"] == {kind: amount, "seed": 0}
 
 
 def test_tensorboard_draws_accuracy_against_the_amount(run_dir):
@@ -103,11 +110,11 @@ def test_tensorboard_draws_accuracy_against_the_amount(run_dir):
 
 
 def test_a_run_with_nothing_to_evaluate_does_nothing_more():
-    """measure_robustness with empty lists, or a config from before the evaluate block, returns
-    before it touches the run's test batches (this stand-in run has none to touch)."""
+    """robustness.measure with empty lists, given or as the default config composes them,
+    returns before it touches the run's test batches (this stand-in run has none to touch)."""
     empty = {"shift": [], "occlude": [], "clutter": [], "illumination": [], "seed": 0}
-    for cfg in ({"evaluate": empty}, {}):
-        assert measure_robustness(SimpleNamespace(cfg=OmegaConf.create(cfg))) == []
+    for cfg in (OmegaConf.create({"robustness": empty}), compose([])):
+        assert robustness.measure(SimpleNamespace(cfg=cfg)) == []
 
 
 def test_a_run_stopped_while_measuring_records_the_same_numbers_on_resume(mnist_root, tmp_path):
@@ -119,8 +126,11 @@ def test_a_run_stopped_while_measuring_records_the_same_numbers_on_resume(mnist_
     finish(start("train", *slow_overrides(mnist_root, reference, epochs=1), *slow, cwd=tmp_path))
     proc = start("train", *slow_overrides(mnist_root, run_dir, epochs=1), *slow, cwd=tmp_path)
     log = run_dir / "train.log"
-    wait_until(lambda: log.is_file() and "test acc under shift" in log.read_text(), proc,
-               "the shift values were measured")  # fmt: skip
+    wait_until(
+        lambda: log.is_file() and "test acc under shift" in log.read_text(),
+        proc,
+        "the shift values were measured",
+    )
     proc.send_signal(signal.SIGKILL)
     finish(proc, expected=-signal.SIGKILL)
     assert not (run_dir / "metrics.json").exists(), "killed before the end of the phase"
@@ -161,20 +171,25 @@ def test_eval_lists_as_json_give_the_rows(run_dir):
     report = eval_json(str(run_dir), "--shift", "0,2", "--illumination", "0,0.5")
     rows = report["results"]
     assert [(row["kind"], row["value"]) for row in rows] == [
-        ("shift", 0), ("shift", 2), ("illumination", 0.0), ("illumination", 0.5)
-    ]  # fmt: skip
+        ("shift", 0),
+        ("shift", 2),
+        ("illumination", 0.0),
+        ("illumination", 0.5),
+    ]
     recorded = metrics_of(run_dir)["robustness"]
     assert [row["test_acc"] for row in rows] == [
-        recorded["shift"]["0"], recorded["shift"]["2"],
-        recorded["illumination"]["0"], recorded["illumination"]["0.5"],
-    ]  # fmt: skip
+        recorded["shift"]["0"],
+        recorded["shift"]["2"],
+        recorded["illumination"]["0"],
+        recorded["illumination"]["0.5"],
+    ]
     assert report["seed"] == 0 and report["images"] == 200
 
 
 def test_a_single_value_keeps_the_per_class_report(run_dir):
     result = eval_cli(str(run_dir), "--illumination", "0.5")
     assert result.exit_code == 0, result.output
-    assert "| perturbed: illumination 0.5\n" in result.stdout
+    assert "| perturbed: illumination 0.5, seed 0\n" in result.stdout
     assert "Class" in result.stdout and "Kind" not in result.stdout
 
 
@@ -209,28 +224,35 @@ def test_a_bad_value_exits_2_with_one_paragraph(run_dir, tmp_path, args, named, 
 # --- feature maps -------------------------------------------------------------------------------
 
 
-def test_feature_maps_get_the_first_4_test_images_as_the_model_sees_them(run_dir, monkeypatch,
-                                                                         tmp_path):  # fmt: skip
+def test_feature_maps_get_the_first_4_test_images_as_the_model_sees_them(
+    run_dir, monkeypatch, tmp_path
+):
     """What eval hands to visuals.save_feature_maps, whatever that draws: a stand-in records it
     (the drawing itself is tested below and in test_tensorboard.py)."""
     import torch
 
-    from convbench.data import load_splits
+    from convbench.analysis import retest
+    from convbench.data.loader import load_splits
     from convbench.run.build import eval_batches
 
     calls = []
-    monkeypatch.setattr(visuals, "save_feature_maps",
-                        lambda model, images, path: calls.append((model, images, path)),
-                        raising=False)  # fmt: skip
+    monkeypatch.setattr(
+        retest,  # where eval looks visuals.save_feature_maps up
+        "save_feature_maps",
+        lambda model, images, path: calls.append((model, images, path)),
+    )
     report = eval_json(str(run_dir), "--shift", "2", "--feature-maps", str(tmp_path / "maps.png"))
     assert report["feature_maps"] == str(tmp_path / "maps.png")
-    (model, images, path), = calls  # fmt: skip
+    ((model, images, path),) = calls
     assert path == tmp_path / "maps.png" and not model.training
-    # The run's settled config, as eval reads it (the composed one still says `auto`).
-    cfg = OmegaConf.create(load_checkpoint(run_dir / "checkpoints" / "best.pt")["config"])
-    test = load_splits(cfg.dataset)["test"]
-    shifted = _perturbed(test, {"shift": 2, "seed": 0})  # as tested: the whole split, then cut
-    expected, _ = next(eval_batches(cfg, shifted, torch.device("cpu")).epoch(0))
+    # The run's config and what it settled, as eval reads them (the config still says `auto`).
+    best = run_dir / "checkpoints" / "best.pt"
+    payload = load_checkpoint(best)
+    cfg, settled = OmegaConf.create(payload["config"]), Settled.from_dict(payload["settled"], best)
+    test = load_splits(cfg.dataset).test
+    shifted = robustness.perturbed(test, {"shift": 2}, 0)  # as tested: the whole split, then cut
+    batches = eval_batches(cfg, shifted, device=torch.device("cpu"), settled=settled)
+    expected, _ = next(batches.epoch(0))
     assert images.shape == (4, 1, 28, 28) and images.dtype == torch.float32
     assert torch.equal(images, expected[:4])
 
@@ -238,7 +260,9 @@ def test_feature_maps_get_the_first_4_test_images_as_the_model_sees_them(run_dir
 NO_FEATURE_MAPS = not hasattr(visuals, "save_feature_maps")
 
 
-@pytest.mark.skipif(NO_FEATURE_MAPS, reason="convbench.monitor.pictures has no save_feature_maps yet")
+@pytest.mark.skipif(
+    NO_FEATURE_MAPS, reason="convbench.monitor.pictures has no save_feature_maps yet"
+)
 @pytest.mark.parametrize("suffix", [".png", ".svg"])
 def test_feature_maps_are_drawn_to_the_file(run_dir, tmp_path, suffix):
     target = tmp_path / "maps" / f"features{suffix}"
@@ -252,11 +276,24 @@ def test_feature_maps_are_drawn_to_the_file(run_dir, tmp_path, suffix):
         assert b"<svg" in drawn[:2000]
 
 
-@pytest.mark.skipif(NO_FEATURE_MAPS, reason="convbench.monitor.pictures has no save_feature_maps yet")
+@pytest.mark.skipif(
+    NO_FEATURE_MAPS, reason="convbench.monitor.pictures has no save_feature_maps yet"
+)
 def test_feature_maps_of_a_model_without_conv_layers_are_a_user_error(mnist_root, tmp_path):
     run = tmp_path / "mlp"
-    assert run_cli("train", "model=mlp", *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",
-                   ONE_THREAD, f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0  # fmt: skip
-    result = eval_cli(str(run), "--feature-maps", str(tmp_path / "maps.png"))
+    assert (
+        run_cli(
+            "train",
+            "model=mlp",
+            *tiny_mnist_overrides(mnist_root),
+            "trainer.epochs=1",
+            ONE_THREAD,
+            f"hydra.run.dir={run}",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+    result = eval_cli(str(run), "--feature-maps", str(tmp_path / "maps" / "maps.png"))
     assert isinstance(result.exception, ConvbenchError)  # main() prints it and exits 2
-    assert "--feature-maps" in str(result.exception) and "Conv2d" in str(result.exception)
+    assert "--feature-maps" in str(result.exception) and "no conv layer" in str(result.exception)
+    assert not (tmp_path / "maps").exists(), "refused before any folder is made"

@@ -59,11 +59,20 @@ def test_two_resumes_of_one_run_one_proceeds_and_a_kill_frees_it(mnist_root, tmp
 
 def test_train_into_a_folder_holding_a_run_is_refused(mnist_root, tmp_path):
     run_dir = tmp_path / "run"
-    assert run_cli("train", *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",
-                   f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0  # fmt: skip
+    assert (
+        run_cli(
+            "train",
+            *tiny_mnist_overrides(mnist_root),
+            "trainer.epochs=1",
+            f"hydra.run.dir={run_dir}",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     before = snapshot(run_dir)
-    again = run_cli("train", *tiny_mnist_overrides(mnist_root), f"hydra.run.dir={run_dir}",
-                    cwd=tmp_path)  # fmt: skip
+    again = run_cli(
+        "train", *tiny_mnist_overrides(mnist_root), f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
     assert again.returncode == 2 and "already holds a run" in again.stderr
     assert f"convbench resume {run_dir}" in again.stderr
     assert snapshot(run_dir) == before
@@ -83,8 +92,16 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
 
 def test_resuming_a_finished_run_changes_nothing_and_exits_0(mnist_root, tmp_path):
     run_dir = tmp_path / "run"
-    assert run_cli("train", *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",
-                   f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0  # fmt: skip
+    assert (
+        run_cli(
+            "train",
+            *tiny_mnist_overrides(mnist_root),
+            "trainer.epochs=1",
+            f"hydra.run.dir={run_dir}",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     before = snapshot(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for _ in range(2):  # a requeue script may call it any number of times

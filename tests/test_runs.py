@@ -23,14 +23,24 @@ def make_run(folder: Path, started: float, status: dict | None, overrides: list[
     """A run folder as Hydra and the status writer leave it, without training."""
     hydra = folder / ".hydra"
     hydra.mkdir(parents=True)
-    config = {"model": {"_target_": "convbench.models.mlp.MLP"},
-              "dataset": {"name": "cifar10"}, "trainer": {"epochs": 10}}  # fmt: skip
+    config = {
+        "model": {"_target_": "convbench.models.mlp.MLP"},
+        "dataset": {"name": "cifar10"},
+        "trainer": {"epochs": 10},
+    }
     (hydra / "config.yaml").write_text(yaml.safe_dump(config))
     (hydra / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     os.utime(hydra / "config.yaml", (started, started))
     if status is not None:
-        record = {"updated": "2025-01-01T12:00:00+00:00", "step": 7, "epochs": 10,
-                  "best_val_acc": None, "error": None, "pid": os.getpid(), **status}  # fmt: skip
+        record = {
+            "updated": "2025-01-01T12:00:00+00:00",
+            "step": 7,
+            "epochs": 10,
+            "best_val_acc": None,
+            "error": None,
+            "pid": os.getpid(),
+            **status,
+        }
         (folder / "status.json").write_text(json.dumps(record))
 
 
@@ -39,28 +49,49 @@ def outputs(mnist_root, tmp_path_factory) -> Path:
     """outputs/ with a real finished run (newest) and hand-made runs in the other states."""
     work = tmp_path_factory.mktemp("runs")
     root = work / "outputs"
-    result = run_cli("train", *tiny_mnist_overrides(mnist_root), ONE_THREAD, "model=mlp",
-                     f"hydra.run.dir={root / 'real'}", cwd=work)  # fmt: skip
+    result = run_cli(
+        "train",
+        *tiny_mnist_overrides(mnist_root),
+        ONE_THREAD,
+        "model=mlp",
+        f"hydra.run.dir={root / 'real'}",
+        cwd=work,
+    )
     assert result.returncode == 0, result.stderr
     day = 1_700_000_000  # hand-made runs started before the real one, an hour apart
     failed = {"status": "failed", "epoch": 3, "error": "loss became nan\nat step 7"}
     make_run(root / "sweep" / "0_lr=0.1", day, failed, ["optimizer.lr=0.1", "trainer.device=cpu"])
-    make_run(root / "sweep" / "1_lr=1", day + 3600, {"status": "running", "epoch": 2,
-             "pid": dead_pid(), "best_val_acc": 0.5}, ["optimizer.lr=1"])  # fmt: skip
-    make_run(root / "live", day + 7200, {"status": "running", "epoch": 4, "best_val_acc": 0.625},
-             ["model=mlp", "dataset.root=/data/x"])  # fmt: skip
+    make_run(
+        root / "sweep" / "1_lr=1",
+        day + 3600,
+        {"status": "running", "epoch": 2, "pid": dead_pid(), "best_val_acc": 0.5},
+        ["optimizer.lr=1"],
+    )
+    make_run(
+        root / "live",
+        day + 7200,
+        {"status": "running", "epoch": 4, "best_val_acc": 0.625},
+        ["model=mlp", "dataset.root=/data/x"],
+    )
     make_run(root / "stopped", day + 10800, {"status": "interrupted", "epoch": 5}, [])
     make_run(root / "old", day + 14400, None, ["seed=3"])
     return root
 
 
-def test_json_rows_hold_each_runs_state(outputs, tmp_path):
-    result = run_cli("runs", str(outputs), "--json", cwd=tmp_path, timeout=60)
+def test_json_rows_hold_each_runs_state(outputs):
+    # Run from outputs/: the runs below the current folder show relative to it.
+    result = run_cli("runs", str(outputs), "--json", cwd=outputs, timeout=60)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     # oldest first, by start time; the real run started last
-    assert [row["run"] for row in rows] == ["sweep/0_lr=0.1", "sweep/1_lr=1", "live", "stopped",
-                                            "old", "real"]  # fmt: skip
+    assert [row["run"] for row in rows] == [
+        "sweep/0_lr=0.1",
+        "sweep/1_lr=1",
+        "live",
+        "stopped",
+        "old",
+        "real",
+    ]
     by_run = {row["run"]: row for row in rows}
     assert by_run["sweep/0_lr=0.1"]["status"] == "failed"
     assert by_run["sweep/0_lr=0.1"]["overrides"] == ["optimizer.lr=0.1"]  # device: not a key
@@ -74,8 +105,8 @@ def test_json_rows_hold_each_runs_state(outputs, tmp_path):
     assert by_run["old"]["model"] == "MLP" and by_run["old"]["dataset"] == "cifar10"
 
 
-def test_real_run_row_matches_its_metrics(outputs, tmp_path):
-    rows = json.loads(run_cli("runs", str(outputs), "--json", cwd=tmp_path, timeout=60).stdout)
+def test_real_run_row_matches_its_metrics(outputs):
+    rows = json.loads(run_cli("runs", str(outputs), "--json", cwd=outputs, timeout=60).stdout)
     real = next(row for row in rows if row["run"] == "real")
     metrics = json.loads((outputs / "real" / "metrics.json").read_text())
     assert real["status"] == "finished"
@@ -89,12 +120,22 @@ def test_real_run_row_matches_its_metrics(outputs, tmp_path):
     assert not any(o.startswith("dataset.root=") for o in real["overrides"])
 
 
-def test_table_has_a_row_per_run_and_the_errors(outputs, tmp_path):
-    result = run_cli("runs", str(outputs), cwd=tmp_path, timeout=60)
+def test_table_has_a_row_per_run_and_the_errors(outputs):
+    result = run_cli("runs", str(outputs), cwd=outputs, timeout=60)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["When", "Model", "Dataset", "Overrides", "Epochs", "Best", "val",
-                                "Test", "Status", "Run"]  # fmt: skip
+    assert lines[0].split() == [
+        "When",
+        "Model",
+        "Dataset",
+        "Overrides",
+        "Epochs",
+        "Best",
+        "val",
+        "Test",
+        "Status",
+        "Run",
+    ]
     rows = {line.split()[-1]: line.split()[:-1] for line in lines[1:7]}
     assert rows["sweep/0_lr=0.1"][-1] == "failed" and "3/10" in rows["sweep/0_lr=0.1"]
     assert rows["sweep/1_lr=1"][-1] == "interrupted" and "0.5000" in rows["sweep/1_lr=1"]
@@ -102,6 +143,18 @@ def test_table_has_a_row_per_run_and_the_errors(outputs, tmp_path):
     assert rows["old"][-4:] == ["?/10", "-", "-", "unknown"]
     assert rows["real"][-1] == "finished" and "2/2" in rows["real"]
     assert "  sweep/0_lr=0.1: loss became nan at step 7" in lines
+
+
+def test_runs_outside_the_current_folder_show_as_absolute_paths(outputs, tmp_path):
+    """From a folder that does not hold them, every run reads as a path any command accepts
+    from there: absolute."""
+    result = run_cli("runs", str(outputs), "--json", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert sorted(row["run"] for row in rows) == sorted(
+        str((outputs / name).resolve())
+        for name in ("sweep/0_lr=0.1", "sweep/1_lr=1", "live", "stopped", "old", "real")
+    )
 
 
 def test_missing_folder_exits_2_and_empty_folder_says_so(tmp_path):

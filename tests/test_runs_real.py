@@ -14,14 +14,30 @@ from helpers.cli import TRUSTED, finish, run_cli, slow_overrides, start, wait_fo
 def test_runs_and_eval_on_a_finished_a_failed_and_an_interrupted_run(mnist_root, tmp_path):
     outputs = tmp_path / "outputs"
     finished, failed, stopped = outputs / "finished", outputs / "failed", outputs / "stopped"
-    common = ["dataset=mnist", f"dataset.root={mnist_root}", "dataset.val_size=100",
-              "trainer.device=cpu", "trainer.num_threads=1"]  # fmt: skip
-    assert run_cli("train", *common, "trainer.epochs=1", f"hydra.run.dir={finished}",
-                   cwd=tmp_path).returncode == 0  # fmt: skip
+    common = [
+        "dataset=mnist",
+        f"dataset.root={mnist_root}",
+        "dataset.val_size=100",
+        "trainer.device=cpu",
+        "trainer.num_threads=1",
+    ]
+    assert (
+        run_cli(
+            "train", *common, "trainer.epochs=1", f"hydra.run.dir={finished}", cwd=tmp_path
+        ).returncode
+        == 0
+    )
     # Diverges in epoch 2 (lr x 1e12 after epoch 1): exit 4, status failed, best.pt of epoch 1.
-    diverged = run_cli("train", *common, "trainer.epochs=3", "scheduler=step",
-                       "scheduler.step_size=1", "scheduler.gamma=1e12",
-                       f"hydra.run.dir={failed}", cwd=tmp_path)  # fmt: skip
+    diverged = run_cli(
+        "train",
+        *common,
+        "trainer.epochs=3",
+        "scheduler=step",
+        "scheduler.step_size=1",
+        "scheduler.gamma=1e12",
+        f"hydra.run.dir={failed}",
+        cwd=tmp_path,
+    )
     assert diverged.returncode == 4, diverged.stderr
     proc = start("train", *slow_overrides(mnist_root, stopped), cwd=tmp_path)
     wait_for_new_checkpoint(stopped / "checkpoints" / "last.pt", proc, 0.0)
@@ -45,7 +61,17 @@ def test_runs_and_eval_on_a_finished_a_failed_and_an_interrupted_run(mnist_root,
     # The interrupted run stopped inside epoch 1 (no best.pt yet): its last.pt is evaluated. Its
     # model is the tests' SlowLeNet, so the tests folder goes on PYTHONPATH, as for any own model.
     assert load_checkpoint(stopped / "checkpoints" / "last.pt")["state"]["step"] > 0
-    report = run_cli("eval", str(stopped), *TRUSTED, "--checkpoint", "last", "--json", "--device", "cpu",
-                     env_extra={"PYTHONPATH": str(Path(__file__).parent)}, cwd=tmp_path)  # fmt: skip
+    report = run_cli(
+        "eval",
+        str(stopped),
+        *TRUSTED,
+        "--checkpoint",
+        "last",
+        "--json",
+        "--device",
+        "cpu",
+        env_extra={"PYTHONPATH": str(Path(__file__).parent)},
+        cwd=tmp_path,
+    )
     assert report.returncode == 0, report.stderr
     assert 0 <= json.loads(report.stdout)["test_acc"] <= 1

@@ -14,12 +14,14 @@ import pytest
 import torch
 
 from convbench.config.compose import compose
-from convbench.data import Batches, load_splits
+from convbench.data.batches import SPLIT_NAMES, Batches
 from convbench.data.folder import CACHE_FOLDER
+from convbench.data.loader import load_splits
 from convbench.data.stream import FileSplit, StreamBatches
 from convbench.errors import ConvbenchError, DatasetError
 from convbench.run.build import eval_batches, make_batches
-from convbench.run.checkpoint import load_checkpoint
+from convbench.run.checkpoint import Settled, load_checkpoint
+from convbench.run.ranks import Place
 from helpers.cli import ONE_THREAD, TRUSTED, finish, run_cli, start, wait_for_new_checkpoint
 
 CLASSES = ("circle", "square", "stripes")
@@ -67,9 +69,15 @@ def folder(tmp_path_factory) -> Path:
 
 def dataset_overrides(root: Path, *extra: str) -> list[str]:
     """The folder as a dataset; the batch layout set, as a run settles `auto` before batching."""
-    return ["dataset=imagefolder", f"dataset.root={root}", f"dataset.native_size={NATIVE}",
-            "dataset.val_size=0.2", "dataset.test_size=0.2", "trainer.channels_last=false",
-            *extra]  # fmt: skip
+    return [
+        "dataset=imagefolder",
+        f"dataset.root={root}",
+        f"dataset.native_size={NATIVE}",
+        "dataset.val_size=0.2",
+        "dataset.test_size=0.2",
+        "trainer.channels_last=false",
+        *extra,
+    ]
 
 
 def composed(root: Path, cache: Path, *extra: str):
@@ -93,10 +101,33 @@ def assert_same_batches(ours, theirs) -> None:
 
 
 CPU = torch.device("cpu")
+SOLO = Place()
+
+
+def by_name(splits) -> dict:
+    """A `Splits`' three splits by name: {"train": ..., "val": ..., "test": ...}."""
+    return {name: getattr(splits, name) for name in SPLIT_NAMES}
+
+
+def settled_for(splits) -> Settled:
+    """What a run on `splits` settles before batching: fp32, no channels_last, their statistics."""
+    return Settled(
+        precision="fp32",
+        channels_last=False,
+        mean=splits.mean,
+        std=splits.std,
+        fingerprint=splits.fingerprint,
+        reasons={},
+    )
+
+
+def batches_for(cfg, splits) -> dict:
+    return make_batches(cfg, splits, device=CPU, settled=settled_for(splits), here=SOLO)
 
 
 def test_streamed_splits_are_the_cached_ones_pixel_for_pixel(folder, tmp_path):
-    (cached_cfg, cached), (streamed_cfg, streamed) = both_splits(folder, tmp_path)
+    (_, cached_splits), (_, streamed_splits) = both_splits(folder, tmp_path)
+    streamed, cached = by_name(streamed_splits), by_name(cached_splits)
     assert all(isinstance(split, FileSplit) for split in streamed.values())
     for name in ("train", "val", "test"):
         assert torch.equal(streamed[name].labels, cached[name].labels), name
@@ -105,8 +136,8 @@ def test_streamed_splits_are_the_cached_ones_pixel_for_pixel(folder, tmp_path):
     # 60 images: val and test 0.2 of all 60 (12 each), the rest trains
     assert [len(streamed[n]) for n in ("train", "val", "test")] == [36, 12, 12]
     # mean/std from a sample that holds every training image: the cached numbers exactly.
-    assert streamed_cfg.dataset.mean == cached_cfg.dataset.mean
-    assert streamed_cfg.dataset.std == cached_cfg.dataset.std
+    assert streamed_splits.mean == cached_splits.mean
+    assert streamed_splits.std == cached_splits.std
     assert not (folder / CACHE_FOLDER).exists()
 
 
@@ -118,8 +149,8 @@ def test_a_streamed_epoch_yields_the_cached_batches(folder, tmp_path, augment):
     for cfg in (cached_cfg, streamed_cfg):
         cfg.trainer.batch_size, cfg.trainer.eval_batch_size = 8, 5  # 36 = 4 x 8 + 4; 12 = 2 x 5 + 2
         cfg.trainer.channels_last = False
-    ours = make_batches(streamed_cfg, streamed, CPU)
-    theirs = make_batches(cached_cfg, cached, CPU)
+    ours = batches_for(streamed_cfg, streamed)
+    theirs = batches_for(cached_cfg, cached)
     assert all(isinstance(b, StreamBatches) for b in ours.values())
     assert all(type(b) is Batches for b in theirs.values())
     for name in ("train", "val", "test"):
@@ -143,8 +174,8 @@ def test_resuming_from_a_batch_gives_the_rest_of_the_same_epoch(folder, tmp_path
     streamed_cfg.dataset.num_workers = 2
     for cfg in (cached_cfg, streamed_cfg):
         cfg.trainer.batch_size = 8
-    ours = make_batches(streamed_cfg, streamed, CPU)["train"]
-    theirs = make_batches(cached_cfg, cached, CPU)["train"]
+    ours = batches_for(streamed_cfg, streamed)["train"]
+    theirs = batches_for(cached_cfg, cached)["train"]
     whole = list(theirs.epoch(3))
     for start_batch in (1, 3, 4):  # 4: the short last batch alone
         assert_same_batches(ours.epoch(3, start_batch), whole[start_batch:])
@@ -162,14 +193,17 @@ def _indices(batches: StreamBatches, epoch: int) -> list[int]:
 
 def test_two_ranks_take_disjoint_shards_by_the_rule(folder, tmp_path):
     (_, cached), (streamed_cfg, streamed) = both_splits(folder, tmp_path)
+    settled = settled_for(streamed)
+    cached, streamed = by_name(cached), by_name(streamed)
     settings = {"device": CPU, "mean": [0.5] * 3, "std": [0.25] * 3, "image_size": NATIVE}
     train = {"batch_size": 4, "shuffle": True, "seed": 7, **settings}
     whole = StreamBatches(streamed["train"], **train)  # one process: the permutation itself
     for epoch in (0, 1):
         permutation = _indices(whole, epoch)
         assert sorted(permutation) == list(range(36))
-        ranks = [StreamBatches(streamed["train"], shard=(r, 2), num_workers=2, **train)
-                 for r in (0, 1)]  # fmt: skip
+        ranks = [
+            StreamBatches(streamed["train"], shard=(r, 2), num_workers=2, **train) for r in (0, 1)
+        ]
         shards = [_indices(rank, epoch) for rank in ranks]
         # Rank r takes every second image of the epoch's permutation from position r.
         assert shards == [permutation[0::2], permutation[1::2]]
@@ -180,14 +214,21 @@ def test_two_ranks_take_disjoint_shards_by_the_rule(folder, tmp_path):
             cached_rank = Batches(cached["train"], shard=(rank, 2), **train)
             assert_same_batches(streamed_rank.epoch(epoch), cached_rank.epoch(epoch))
     # 39 images over 2 ranks: one, a different one each epoch, is left out of the training.
-    odd = FileSplit(streamed["train"].files + streamed["val"].files[:1],
-                    torch.cat([streamed["train"].labels, streamed["val"].labels[:1]]), NATIVE, 3)  # fmt: skip
+    odd = FileSplit(
+        streamed["train"].files + streamed["val"].files[:1],
+        torch.cat([streamed["train"].labels, streamed["val"].labels[:1]]),
+        NATIVE,
+        3,
+    )
     ranks = [StreamBatches(odd, shard=(r, 2), **train) for r in (0, 1)]
     permutation = _indices(StreamBatches(odd, **train), 0)
     shards = [_indices(rank, 0) for rank in ranks]
     assert shards == [permutation[0:36:2], permutation[1:36:2]]
     # Evaluation shards leave nothing out: every image exactly once.
-    val = [eval_batches(streamed_cfg, streamed["val"], CPU, shard=(r, 2)) for r in (0, 1)]
+    val = [
+        eval_batches(streamed_cfg, streamed["val"], device=CPU, settled=settled, shard=(r, 2))
+        for r in (0, 1)
+    ]
     assert sorted(_indices(val[0], 0) + _indices(val[1], 0)) == list(range(len(streamed["val"])))
 
 
@@ -195,21 +236,29 @@ def test_a_bad_file_stops_the_stream_or_is_left_out(tmp_path):
     root = write_image_folder(tmp_path / "images", per_class=6)
     bad = root / "square" / "001.jpg"
     bad.write_bytes(bad.read_bytes()[:40])  # truncated
-    cfg = compose([*dataset_overrides(root, "dataset.stream=true"), "dataset.val_size=2",
-                   "dataset.test_size=2", "dataset.mean=[0.5,0.5,0.5]", "dataset.std=[0.2,0.2,0.2]",
-                   "dataset.num_workers=1"])  # fmt: skip
-    splits = load_splits(cfg.dataset)
+    cfg = compose(
+        [
+            *dataset_overrides(root, "dataset.stream=true"),
+            "dataset.val_size=2",
+            "dataset.test_size=2",
+            "dataset.mean=[0.5,0.5,0.5]",
+            "dataset.std=[0.2,0.2,0.2]",
+            "dataset.num_workers=1",
+        ]
+    )
+    loaded = load_splits(cfg.dataset)
+    settled, splits = settled_for(loaded), by_name(loaded)
     everything = FileSplit(
         [f for s in splits.values() for f in s.files],
         torch.cat([s.labels for s in splits.values()]),
         NATIVE,
         3,
     )
-    batches = eval_batches(cfg, everything, CPU)
+    batches = eval_batches(cfg, everything, device=CPU, settled=settled)
     with pytest.raises(DatasetError, match=r"001\.jpg.*skip_bad_images=true"):
         list(batches.epoch(0))
     everything.skip_bad_images = True
-    kept = list(eval_batches(cfg, everything, CPU).epoch(0))
+    kept = list(eval_batches(cfg, everything, device=CPU, settled=settled).epoch(0))
     assert sum(len(y) for _, y in kept) == len(everything) - 1
 
 
@@ -225,10 +274,18 @@ def test_stream_is_refused_for_a_dataset_held_in_memory(mnist_root):
 
 
 def run_overrides(root: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [*dataset_overrides(root), "trainer.epochs=2", "trainer.batch_size=8",
-            "trainer.eval_batch_size=16", "trainer.device=cpu", ONE_THREAD,
-            "dataset.augment.crop_padding=2", "dataset.augment.flip=true",
-            f"hydra.run.dir={run_dir}", *extra]  # fmt: skip
+    return [
+        *dataset_overrides(root),
+        "trainer.epochs=2",
+        "trainer.batch_size=8",
+        "trainer.eval_batch_size=16",
+        "trainer.device=cpu",
+        ONE_THREAD,
+        "dataset.augment.crop_padding=2",
+        "dataset.augment.flip=true",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
 
 
 def assert_same_weights(run_dir: Path, reference: Path, which: str = "last.pt") -> None:
@@ -260,8 +317,9 @@ def streamed_run(tmp_path_factory, run_folder) -> Path:
 
 
 @pytest.mark.slow
-def test_a_streamed_run_trains_like_the_cached_run_and_writes_no_cache(streamed_run, run_folder,
-                                                                      tmp_path):  # fmt: skip
+def test_a_streamed_run_trains_like_the_cached_run_and_writes_no_cache(
+    streamed_run, run_folder, tmp_path
+):
     assert not (run_folder / CACHE_FOLDER).exists()
     streamed = metrics(streamed_run)
     assert streamed["best_epoch"] >= 1 and len(streamed["history"]) == 2
@@ -287,11 +345,16 @@ def test_sigterm_mid_epoch_then_resume_equals_the_uninterrupted_streamed_run(
     included (what SLURM sends a job before its time is up): the run stops after the step with
     last.pt, exit status 3, and its resume ends with the uninterrupted run's weights."""
     run_dir = tmp_path / "run"
-    slow = ("dataset.stream=true", "dataset.num_workers=2",
-            "model._target_=helpers.slowmodels.SlowLeNet", "+model.seconds_per_step=0.05",
-            "trainer.checkpoint_every_n_steps=1")  # fmt: skip
-    proc = start("train", *run_overrides(run_folder, run_dir, *slow), cwd=tmp_path,
-                 start_new_session=True)  # fmt: skip
+    slow = (
+        "dataset.stream=true",
+        "dataset.num_workers=2",
+        "model._target_=helpers.slowmodels.SlowLeNet",
+        "+model.seconds_per_step=0.05",
+        "trainer.checkpoint_every_n_steps=1",
+    )
+    proc = start(
+        "train", *run_overrides(run_folder, run_dir, *slow), cwd=tmp_path, start_new_session=True
+    )
     wait_for_new_checkpoint(run_dir / "checkpoints" / "last.pt", proc, 0.0)  # after step 1
     if to == "group":
         os.killpg(proc.pid, signal.SIGTERM)

@@ -102,8 +102,11 @@ class Branchy(nn.Module):
 
 def test_branches_merge_by_maximum_and_functional_pooling_counts():
     rows = rows_by_name(summarize(Branchy(), (1, 1, 16, 16)))
-    geometry = {name: (row["receptive_field"][0], row["jump"][0]) for name, row in rows.items()
-                if row["receptive_field"] is not None}  # fmt: skip
+    geometry = {
+        name: (row["receptive_field"][0], row["jump"][0])
+        for name, row in rows.items()
+        if row["receptive_field"] is not None
+    }
     assert geometry == {
         "stem": (3, 1),  # 1 + 2*1
         "wide": (7, 1),  # 3 + 4*1

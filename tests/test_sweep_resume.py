@@ -17,10 +17,17 @@ ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
 
 
 def sweep_args(root: Path, sweep_dir: Path) -> list[str]:
-    overrides = [o for o in slow_overrides(root, sweep_dir / "unused", epochs=2)
-                 if not o.startswith("hydra.run.dir=")]  # fmt: skip
-    return ["-m", f"model.activation={','.join(ACTIVATIONS)}", *overrides,
-            f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+    overrides = [
+        o
+        for o in slow_overrides(root, sweep_dir / "unused", epochs=2)
+        if not o.startswith("hydra.run.dir=")
+    ]
+    return [
+        "-m",
+        f"model.activation={','.join(ACTIVATIONS)}",
+        *overrides,
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
 
 
 def jobs(sweep_dir: Path) -> dict[str, Path]:
@@ -38,8 +45,7 @@ def reference_sweep(mnist_root, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_a_killed_sweep_is_finished_by_resume(reference_sweep, mnist_root, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    proc = start("train", *sweep_args(mnist_root, sweep_dir), cwd=tmp_path,
-                 start_new_session=True)  # fmt: skip
+    proc = start("train", *sweep_args(mnist_root, sweep_dir), cwd=tmp_path, start_new_session=True)
 
     def job_2_trains() -> bool:
         found = [p for n, p in jobs(sweep_dir).items() if n == "2"] if sweep_dir.is_dir() else []
@@ -49,8 +55,9 @@ def test_a_killed_sweep_is_finished_by_resume(reference_sweep, mnist_root, tmp_p
     os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, as a pre-emption does
     finish(proc, expected=-signal.SIGKILL)
     assert sorted(jobs(sweep_dir)) == ["0", "1", "2"], "job 3 never started"
-    finished_before = {n: (p / "metrics.json").stat().st_mtime_ns
-                       for n, p in jobs(sweep_dir).items() if n in "01"}  # fmt: skip
+    finished_before = {
+        n: (p / "metrics.json").stat().st_mtime_ns for n, p in jobs(sweep_dir).items() if n in "01"
+    }
 
     output = finish(start("resume", str(sweep_dir), *TRUSTED, cwd=tmp_path))
     assert "job 0: finished (skipped: finished before)" in output
@@ -77,8 +84,11 @@ def test_a_killed_sweep_is_finished_by_resume(reference_sweep, mnist_root, tmp_p
 def test_a_stop_signal_during_a_sweep_points_at_the_sweep(mnist_root, tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = start("train", *sweep_args(mnist_root, sweep_dir), cwd=tmp_path)
-    wait_until(lambda: sweep_dir.is_dir() and any(sweep_dir.glob("*/checkpoints/last.pt")), proc,
-               "a job's checkpoint")  # fmt: skip
+    wait_until(
+        lambda: sweep_dir.is_dir() and any(sweep_dir.glob("*/checkpoints/last.pt")),
+        proc,
+        "a job's checkpoint",
+    )
     proc.send_signal(signal.SIGTERM)
     output = finish(proc, expected=3)
     assert f"Continue with: convbench resume {sweep_dir.resolve()}" in output

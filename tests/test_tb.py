@@ -22,8 +22,9 @@ def outputs(mnist_root, tmp_path_factory) -> Path:
     """An outputs/ folder holding one finished run, made by `convbench train`."""
     work = tmp_path_factory.mktemp("tb")
     run_dir = work / "outputs" / "run_a"
-    result = run_cli("train", *tiny_mnist_overrides(mnist_root), ONE_THREAD,
-                     f"hydra.run.dir={run_dir}", cwd=work)  # fmt: skip
+    result = run_cli(
+        "train", *tiny_mnist_overrides(mnist_root), ONE_THREAD, f"hydra.run.dir={run_dir}", cwd=work
+    )
     assert result.returncode == 0, result.stderr
     return work / "outputs"
 
@@ -59,8 +60,11 @@ def test_tb_serves_the_runs_scalars_on_loopback(outputs):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "convbench", "tb", str(outputs), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert wait_for_runs(proc, port) == ["run_a"]
         query = urllib.parse.urlencode({"run": "run_a", "tag": "val/acc"})

@@ -22,9 +22,15 @@ def rich_run(tmp_path_factory, mnist_root) -> tuple[Path, object]:
 
     folder = tmp_path_factory.mktemp("tb")
     run_dir = folder / "run"
-    result = run_cli("train", *tiny_mnist_overrides(mnist_root), "trainer.histogram_every_n_epochs=1",
-                     "trainer.log_graph=true", ONE_THREAD, f"hydra.run.dir={run_dir}",
-                     cwd=folder)  # fmt: skip
+    result = run_cli(
+        "train",
+        *tiny_mnist_overrides(mnist_root),
+        "trainer.histogram_every_n_epochs=1",
+        "trainer.log_graph=true",
+        ONE_THREAD,
+        f"hydra.run.dir={run_dir}",
+        cwd=folder,
+    )
     assert result.returncode == 0, result.stderr
     return run_dir, result
 
@@ -59,8 +65,16 @@ def test_images_histograms_graph_and_hparams_are_written(rich_run):
 
 def test_histograms_are_off_by_default(cli, mnist_root, tmp_path):
     run_dir = tmp_path / "run"
-    assert cli("train", *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",
-               f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0  # fmt: skip
+    assert (
+        cli(
+            "train",
+            *tiny_mnist_overrides(mnist_root),
+            "trainer.epochs=1",
+            f"hydra.run.dir={run_dir}",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     tags = _events(run_dir).Tags()
     assert tags["histograms"] == [] and tags["graph"] is False
     assert "train/samples" in tags["images"]
@@ -156,8 +170,14 @@ def test_plain_lines_when_not_a_terminal_and_log_file(rich_run):
 
 def test_quiet_prints_nothing_but_keeps_the_log(cli, mnist_root, tmp_path):
     run_dir = tmp_path / "run"
-    result = cli("train", "-q", *tiny_mnist_overrides(mnist_root), "trainer.epochs=1",
-                 f"hydra.run.dir={run_dir}", cwd=tmp_path)  # fmt: skip
+    result = cli(
+        "train",
+        "-q",
+        *tiny_mnist_overrides(mnist_root),
+        "trainer.epochs=1",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "epoch 1/1" not in result.stdout and "done:" not in result.stdout
     assert "epoch 1/1" in (run_dir / "train.log").read_text()

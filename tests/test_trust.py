@@ -183,8 +183,10 @@ def test_a_sweep_started_with_a_config_folder_needs_it_given_again(tmp_path, mni
     assert [p.name for p in sweep.iterdir()] == ["multirun.yaml"]
 
 
-@pytest.mark.parametrize("content", ["", "[not: a mapping", "hydra: 5\n", "just text\n",
-                                     "hydra:\n  overrides:\n    task: 7\n"])  # fmt: skip
+@pytest.mark.parametrize(
+    "content",
+    ["", "[not: a mapping", "hydra: 5\n", "just text\n", "hydra:\n  overrides:\n    task: 7\n"],
+)
 def test_an_unreadable_sweep_record_launches_nothing(tmp_path, content):
     sweep = tmp_path / "sweep"
     sweep.mkdir()

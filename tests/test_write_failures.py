@@ -55,8 +55,11 @@ def last_pt_written(run_dir: Path, epoch: int | None = None):
 
 def test_a_checkpoint_over_the_file_size_limit(mnist_root, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = [*slow_overrides(mnist_root, run_dir), "trainer.log_every_n_steps=0",
-                 "trainer.log_images=false"]  # fmt: skip
+    overrides = [
+        *slow_overrides(mnist_root, run_dir),
+        "trainer.log_every_n_steps=0",
+        "trainer.log_images=false",
+    ]
     proc = start("train", *overrides, cwd=tmp_path, preexec_fn=ignore_sigxfsz)
     wait_until(last_pt_written(run_dir), proc, "the first checkpoint")
     before = saved_step(run_dir / "checkpoints" / "last.pt")
@@ -81,8 +84,13 @@ def test_a_full_tmpfs_at_the_first_checkpoint(mnist_root):
     with small_tmpfs(3) as disk:
         run_dir = disk / "run"
         # The MLP's checkpoint (weights and momentum, ~4.3 MB) cannot fit in 3 MB.
-        result = run_cli("train", "model=mlp", *tiny_mnist_overrides(mnist_root),
-                         f"hydra.run.dir={run_dir}", cwd=disk)  # fmt: skip
+        result = run_cli(
+            "train",
+            "model=mlp",
+            *tiny_mnist_overrides(mnist_root),
+            f"hydra.run.dir={run_dir}",
+            cwd=disk,
+        )
         assert result.returncode == EXIT_WRITE_FAILED, result.stderr
         message = one_paragraph(result.stderr)
         assert f"could not write the checkpoint {run_dir / 'checkpoints' / 'last.pt'}" in message
@@ -117,8 +125,11 @@ def test_metrics_json_over_the_file_size_limit_then_resume_writes_it(mnist_root,
     run_dir = tmp_path / "run"
     # Testing takes a while (a slow evaluation), so the limit lands between the last checkpoint
     # and metrics.json; no TensorBoard images at the end, so metrics.json is the first write.
-    overrides = [*slow_overrides(mnist_root, run_dir, epochs=1), "trainer.log_images=false",
-                 "+model.seconds_per_eval_batch=1.0"]  # fmt: skip
+    overrides = [
+        *slow_overrides(mnist_root, run_dir, epochs=1),
+        "trainer.log_images=false",
+        "+model.seconds_per_eval_batch=1.0",
+    ]
     proc = start("train", *overrides, cwd=tmp_path, preexec_fn=ignore_sigxfsz)
     wait_until(last_pt_written(run_dir, epoch=1), proc, "the final checkpoint")
     limit_file_size(proc.pid, 100)
@@ -137,8 +148,9 @@ def test_metrics_json_over_the_file_size_limit_then_resume_writes_it(mnist_root,
 def test_a_stop_signal_still_works_after_nothing_went_wrong(mnist_root, tmp_path):
     """The SIGXFSZ-ignoring set-up itself changes nothing: a run stopped by SIGTERM exits 3."""
     run_dir = tmp_path / "run"
-    proc = start("train", *slow_overrides(mnist_root, run_dir), cwd=tmp_path,
-                 preexec_fn=ignore_sigxfsz)  # fmt: skip
+    proc = start(
+        "train", *slow_overrides(mnist_root, run_dir), cwd=tmp_path, preexec_fn=ignore_sigxfsz
+    )
     wait_until(last_pt_written(run_dir), proc, "the first checkpoint")
     proc.send_signal(signal.SIGTERM)
     finish(proc, expected=3)

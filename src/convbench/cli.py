@@ -16,7 +16,6 @@ from convbench import __version__
 from convbench.commands import compare, resume, runs, summary, tb, train
 from convbench.commands import eval as eval_command
 from convbench.errors import BUG_REPORT, EXIT_BUG, ConvbenchError, RunInterrupted
-from convbench.run.ranks import leave
 
 app = typer.Typer(
     name="convbench",
@@ -69,6 +68,8 @@ def main() -> None:
         # Every rank of a distributed run stops at the same step (convbench.engine), so all of
         # them reach leave()'s barrier; leaving the group before the interpreter's teardown
         # keeps a rank from aborting while its peer still tears down ("terminate called ...").
+        from convbench.run.ranks import leave  # torch: imported only when a run was stopped
+
         leave()
         where = f" convbench resume {stop.run_dir}" if stop.run_dir else " convbench resume RUN_DIR"
         typer.echo(

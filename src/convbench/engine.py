@@ -1,14 +1,15 @@
 """The training engine: `train_one_epoch`, `evaluate`, `fit`. Read it top to bottom.
 
-Functions take objects (model, batches, optimizer, writer), never the config. The step order is
-fixed: lr -> forward -> loss -> backward -> clip -> step -> zero_grad -> log. The learning rate
-changes once per epoch (schedulers count epochs).
+Functions take objects (model, batches, optimizer, writer), never the config. One training step
+is: forward -> loss -> backward -> clip -> step -> zero_grad, then the step's loss and correct
+count are added to the epoch's running sums. The learning rate changes once per epoch
+(schedulers count epochs).
 
-The hot path never waits for the device: each step's loss and correct count go into the epoch's
-buffers on the device (`EpochBuffers`), and the host reads them only at sync points: every
-`log_every_n_steps` steps, at a checkpoint, on a stop request, at the end of the epoch. At each
-sync point the buffered losses are checked first: a non-finite loss stops the run before anything
-is saved, so no checkpoint ever holds diverged weights.
+The hot path never waits for the device: the running sums stay on the device (`EpochSums`), and
+the host reads them only at sync points: every `log_every_n_steps` steps, at a checkpoint, on a
+stop request, at the end of the epoch. At each sync point the sums are checked first: a
+non-finite loss stops the run before anything is saved, so no checkpoint ever holds diverged
+weights.
 """
 
 import logging
@@ -44,7 +45,6 @@ class EngineOptions:
     log_images: bool = True  # the first batch; after every epoch first-layer filters, feature maps
     histogram_every_n_epochs: int = 0  # weight/gradient histograms; 0: off
     early_stop_patience: int = 0  # stop after N epochs without a better validation; 0: off
-    estimate_after_steps: int = 30  # one line with images/s and the run's estimated time
 
 
 @dataclass
@@ -78,68 +78,52 @@ class RunIO:
 
 
 @dataclass
-class StepLosses:
-    """Host copies of the first steps of an epoch's buffers."""
+class EpochSums:
+    """The epoch's running sums: the loss weighted by batch size and the correct predictions
+    on the device (two in-place adds a step, never read there), the images on the host. A
+    non-finite loss makes the loss sum non-finite, which the next sync point sees."""
 
-    loss: torch.Tensor  # float [steps]
-    correct: torch.Tensor  # long [steps]
-    size: torch.Tensor  # float [steps]; 0 for a skipped step
-
-    def totals(self, since: int) -> torch.Tensor:
-        """[loss sum, correct, images, loss sum since `since`, images since, non-finite steps]
-        (losses weighted by their batch's size): what adds up over ranks."""
-        weighted = self.loss * self.size
-        sums = [
-            weighted.sum(),
-            self.correct.sum(),
-            self.size.sum(),
-            weighted[since:].sum(),
-            self.size[since:].sum(),
-            (~torch.isfinite(self.loss)).sum(),
-        ]
-        return torch.tensor([value.item() for value in sums], dtype=torch.float64)
-
-    def first_nonfinite(self) -> int | None:
-        bad = (~torch.isfinite(self.loss)).nonzero()
-        return int(bad[0]) if len(bad) else None
-
-
-@dataclass
-class EpochBuffers:
-    """Per-step loss, correct count and batch size of one epoch, kept on the device."""
-
-    loss: torch.Tensor  # float [steps]
-    correct: torch.Tensor  # long [steps]
-    size: torch.Tensor  # float [steps]
+    loss: torch.Tensor  # float64 scalar on the device: sum of loss x batch size
+    correct: torch.Tensor  # int64 scalar on the device
+    images: int = 0
+    logged: tuple[float, int] = (0.0, 0)  # loss sum and images at the last train/loss_step
+    checked_step: int = 0  # the last step a sync point found every loss finite up to
 
     @classmethod
-    def for_epoch(cls, batches) -> "EpochBuffers":
-        # Batch sizes are known up front (all full but the last), so the hot loop writes only the
-        # loss and the correct count; a skipped step sets its size to 0.
-        steps, device = len(batches), batches.device
-        size = torch.full((steps,), float(batches.batch_size), device=device)
-        size[-1] = batches.num_samples - batches.batch_size * (steps - 1)
-        loss = torch.zeros(steps, device=device)
-        return cls(loss, torch.zeros(steps, device=device, dtype=torch.long), size)
+    def zeros(cls, device: torch.device) -> "EpochSums":
+        return cls(
+            torch.zeros((), dtype=torch.float64, device=device),
+            torch.zeros((), dtype=torch.int64, device=device),
+        )
 
-    def record(self, index: int, loss, logits, labels) -> None:
-        self.loss[index] = loss.detach()
-        self.correct[index] = (logits.argmax(1) == labels).sum()
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss.add_(loss.detach(), alpha=len(labels))
+        self.correct.add_((logits.argmax(1) == labels).sum())
+        self.images += len(labels)
 
-    def skip(self, index: int) -> None:
-        self.size[index] = 0  # a skipped step counts in neither loss nor accuracy
+    def read(self, group) -> tuple[float, float, float]:
+        """(loss sum, correct, images) over every rank: a host sync."""
+        local = torch.stack([self.loss, self.correct.double(), self.loss.new_tensor(self.images)])
+        return tuple(group.sum(local).tolist())
 
-    def read(self, upto: int) -> StepLosses:
-        # Host sync: waits for every queued step, then copies the first `upto` slots.
-        loss = self.loss[:upto].float().cpu()
-        return StepLosses(loss, self.correct[:upto].cpu(), self.size[:upto].cpu())
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"loss": self.loss.cpu(), "correct": self.correct.cpu(), "size": self.size.cpu()}
+    def state_dict(self) -> dict:
+        return {
+            "loss": self.loss.cpu(),
+            "correct": self.correct.cpu(),
+            "images": self.images,
+            "logged": list(self.logged),
+            "checked_step": self.checked_step,
+        }
 
     @classmethod
-    def from_state_dict(cls, saved: dict, device: torch.device) -> "EpochBuffers":
-        return cls(**{name: saved[name].to(device) for name in ("loss", "correct", "size")})
+    def from_state_dict(cls, saved: dict, device: torch.device) -> "EpochSums":
+        return cls(
+            saved["loss"].to(device),
+            saved["correct"].to(device),
+            saved["images"],
+            tuple(saved["logged"]),
+            saved["checked_step"],
+        )
 
 
 @dataclass
@@ -154,22 +138,21 @@ class TrainState:
     skipped_steps: int = 0  # non-finite steps skipped (trainer.nonfinite_skips)
     stopped_early: bool = False  # trainer.early_stop_patience ended the run
     history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
-    epoch_buffers: EpochBuffers | None = None  # the unfinished epoch's, on the device
+    sums: EpochSums | None = None  # the unfinished epoch's, on the device
 
     def state_dict(self) -> dict:
         """Plain values and CPU tensors, as a checkpoint stores them."""
-        saved = {name: value for name, value in vars(self).items() if name != "epoch_buffers"}
-        buffers = self.epoch_buffers
-        saved["epoch_buffers"] = None if buffers is None else buffers.state_dict()
+        saved = {name: value for name, value in vars(self).items() if name != "sums"}
+        saved["sums"] = None if self.sums is None else self.sums.state_dict()
         return saved
 
     @classmethod
     def from_state_dict(cls, saved: dict, device: torch.device) -> "TrainState":
         values = dict(saved)
-        buffers = values.pop("epoch_buffers")
+        sums = values.pop("sums")
         state = cls(**values)
-        if buffers is not None:
-            state.epoch_buffers = EpochBuffers.from_state_dict(buffers, device)
+        if sums is not None:
+            state.sums = EpochSums.from_state_dict(sums, device)
         return state
 
 
@@ -184,41 +167,117 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _raise_if_nonfinite(losses: StepLosses, state: TrainState, anywhere: bool) -> None:
-    """Stop when a loss of this epoch was NaN or infinite (`anywhere`: on any rank)."""
-    if not anywhere:
-        return
-    bad = losses.first_nonfinite()
-    value, where = "NaN or infinite", "on another process of this run"
-    if bad is not None:
-        value, where = losses.loss[bad].item(), f"step {state.step - (len(losses.loss) - bad) + 1}"
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The model itself, inside DistributedDataParallel (`.module`) and torch.compile
+    (`._orig_mod`), which do not forward its own attributes (GoogLeNet's aux_loss)."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def train_one_epoch(
+    model,
+    batches,
+    optimization: Optimization,
+    *,
+    state: TrainState,
+    options: EngineOptions,
+    io: RunIO,
+) -> dict:
+    """Train on the rest of epoch `state.epoch`; returns its mean loss and accuracy, and the
+    images/s and seconds of this call."""
+    model.train()
+    if state.sums is None:
+        state.sums = EpochSums.zeros(batches.device)
+        state.sums.checked_step = state.step  # a NaN is looked for from this epoch's first step
+    aux_loss = getattr(_unwrapped(model), "aux_loss", None)  # GoogLeNet's auxiliary heads
+    last_batch = len(batches) - 1
+    histograms_due = _due(state.epoch + 1, options.histogram_every_n_epochs)
+    started, trained = time.perf_counter(), 0
+    for images, labels in batches.epoch(state.epoch, state.batch_in_epoch):
+        with _autocast(batches.device, options.autocast_dtype):
+            logits = model(images)
+            loss = optimization.loss_fn(logits, labels)
+            if aux_loss is not None:
+                loss = loss + aux_loss(optimization.loss_fn, labels)
+        if options.nonfinite_skips and _skip_nonfinite(
+            loss, state, options=options, group=io.group
+        ):
+            state.batch_in_epoch += 1  # the batch is dropped, not trained
+            continue
+        optimization.scaler.scale(loss).backward()
+        if options.grad_clip_norm:
+            optimization.scaler.unscale_(optimization.optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip_norm)
+        optimization.scaler.step(optimization.optimizer)
+        optimization.scaler.update()
+        if histograms_due and state.batch_in_epoch == last_batch:  # the epoch's last gradients
+            log_histograms(io.writer, model, state.step + 1)
+        optimization.optimizer.zero_grad(set_to_none=True)
+        if optimization.ema is not None:
+            optimization.ema.update_parameters(model)
+        state.sums.add(loss, logits, labels)
+        state.step += 1
+        state.batch_in_epoch += 1
+        trained += len(labels)
+        io.progress.advance(len(labels))
+        _after_step(state, io, options=options, last_step=state.batch_in_epoch > last_batch)
+    means = _sync_point(state, io, write_point=options.log_every_n_steps > 0)
+    elapsed = time.perf_counter() - started
+    images_per_sec = trained / elapsed if elapsed > 0 else 0.0
+    return {**means, "images_per_sec": images_per_sec, "seconds": elapsed, "images": trained}
+
+
+def _after_step(state: TrainState, io: RunIO, *, options: EngineOptions, last_step: bool) -> None:
+    """Log, check and save at the intervals asked for; stop here on a stop signal (last.pt
+    written first). No periodic save on the epoch's last step: the epoch-end save follows
+    validation at the same step, and a last.pt written before validation would let a resume
+    log that step's validation scalars a second time."""
+    periodic_save = _due(state.step, options.checkpoint_every_n_steps) and not last_step
+    stop = _stop_requested(io)
+    if periodic_save or stop or _due(state.step, options.log_every_n_steps):
+        _sync_point(state, io, write_point=options.log_every_n_steps > 0)
+    if periodic_save or stop:
+        io.checkpointer.save(state, is_best=False)
+    if stop:
+        raise RunInterrupted(stop)
+
+
+def _sync_point(state: TrainState, io: RunIO, write_point: bool) -> dict:
+    """Read the epoch's sums from the device, added up over the ranks; stop on a non-finite
+    loss; show the running means, and (when `write_point`) log a train/loss_step point: the
+    mean loss of the steps since the last one (a point per step cost ~45 us of host time each,
+    2-4% of a small model's step). Returns the epoch's means so far."""
+    loss, correct, images = state.sums.read(io.group)
+    if not math.isfinite(loss):
+        _raise_nonfinite(state)
+    state.sums.checked_step = state.step
+    means = {"loss": loss / images, "acc": correct / images} if images else {}
+    io.progress.show(**means)
+    logged_loss, logged_images = state.sums.logged
+    if write_point and images > logged_images:
+        recent = (loss - logged_loss) / (images - logged_images)
+        io.writer.add_scalar("train/loss_step", recent, state.step)
+        state.sums.logged = (loss, images)
+    return {"loss": means.get("loss", 0.0), "acc": means.get("acc", 0.0)}
+
+
+def _raise_nonfinite(state: TrainState) -> None:
+    first = state.sums.checked_step + 1
     raise NonFiniteLoss(
-        f"the training loss became {value} at epoch {state.epoch + 1}, {where}; the run stopped "
-        "without saving these weights, so checkpoints/last.pt and best.pt still hold the last "
-        "good state. Lower optimizer.lr, set trainer.grad_clip_norm, or use "
+        f"the training loss became NaN or infinite in epoch {state.epoch + 1}, between steps "
+        f"{first} and {state.step} (checked every trainer.log_every_n_steps); the run stopped "
+        "without saving these weights (last.pt and best.pt, once written, keep the last good "
+        "epoch's). Lower optimizer.lr, set trainer.grad_clip_norm, or use "
         "trainer.nonfinite_skips=N to skip up to N bad steps."
     )
 
 
-def _sync_point(buffers: EpochBuffers, upto: int, state, io: RunIO, since: int, point: bool):
-    """Read the epoch's first `upto` steps from the device, add them up over the ranks, stop on
-    a non-finite loss, show the running means, and (when `point`) log a loss point: the mean
-    loss of the steps since the last one (a point per step cost ~45 us of host time each, 2-4%
-    of a small model's step). Returns the epoch's means so far and the slots now logged."""
-    losses = buffers.read(upto)
-    loss, correct, seen, recent_loss, recent_seen, bad = io.group.sum(losses.totals(since))
-    _raise_if_nonfinite(losses, state, anywhere=bool(bad))
-    means = {"loss": (loss / seen).item(), "acc": (correct / seen).item()} if seen else {}
-    io.progress.show(**means)
-    if point and recent_seen > 0:
-        io.writer.add_scalar("train/loss_step", (recent_loss / recent_seen).item(), state.step)
-        since = upto
-    return means, since
-
-
-def _skip_nonfinite(loss: torch.Tensor, state: TrainState, allowed: int, group) -> bool:
+def _skip_nonfinite(
+    loss: torch.Tensor, state: TrainState, *, options: EngineOptions, group
+) -> bool:
     """trainer.nonfinite_skips: whether to drop this step (every rank drops it together, or
-    DDP's gradient exchange would wait forever); stops once more than `allowed`."""
+    DDP's gradient exchange would wait forever); stops at the first bad step beyond the
+    allowed number."""
     finite = torch.isfinite(loss).item()  # host sync, once per step: the price of this mode
     if not group.any(not finite):
         return False
@@ -226,29 +285,13 @@ def _skip_nonfinite(loss: torch.Tensor, state: TrainState, allowed: int, group) 
     log.warning(
         "non-finite loss at step %d skipped (%d so far)", state.step + 1, state.skipped_steps
     )
-    if state.skipped_steps > allowed:
+    if state.skipped_steps > options.nonfinite_skips:
         raise NonFiniteLoss(
-            f"more than trainer.nonfinite_skips={allowed} non-finite steps (at epoch "
-            f"{state.epoch + 1}, step {state.step + 1}); the last good state is in "
-            "checkpoints/last.pt. Lower optimizer.lr or set trainer.grad_clip_norm."
+            f"more than trainer.nonfinite_skips={options.nonfinite_skips} non-finite steps (at "
+            f"epoch {state.epoch + 1}, step {state.step + 1}); the last good state is in "
+            "last.pt. Lower optimizer.lr or set trainer.grad_clip_norm."
         )
     return True
-
-
-def _log_estimate(buffers, upto, trained, started, batches, state, epochs) -> None:
-    """One line after the first steps of this process: images/s so far and the time the rest
-    of the run's training should take at that pace (validation and tests come on top)."""
-    buffers.read(upto)  # host sync: the steps so far have really run
-    rate = trained / max(time.perf_counter() - started, 1e-9)
-    left = batches.num_samples * (epochs - state.epoch) - state.batch_in_epoch * batches.batch_size
-    minutes, seconds = divmod(round(max(left, 0) / rate), 60)
-    log.info(
-        "after %d steps: %s images/s; the %d epoch(s) left should take about %s of training",
-        upto,
-        f"{rate:,.0f}",
-        epochs - state.epoch,
-        f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min {seconds} s",
-    )
 
 
 def _stop_requested(io: RunIO) -> str | None:
@@ -256,84 +299,6 @@ def _stop_requested(io: RunIO) -> str | None:
     if not io.group.any(io.stop.requested is not None):  # one tiny CPU exchange per step
         return None
     return io.stop.requested or "a stop signal on another process"
-
-
-def _backward_and_step(model, loss, optimization: Optimization, grad_clip_norm) -> None:
-    scaler, optimizer = optimization.scaler, optimization.optimizer
-    scaler.scale(loss).backward()
-    if grad_clip_norm:
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
-    scaler.step(optimizer)
-    scaler.update()
-    if optimization.ema is not None:
-        optimization.ema.update_parameters(model)
-
-
-def train_one_epoch(
-    model,
-    batches,
-    optimization: Optimization,
-    state: TrainState,
-    *,
-    options: EngineOptions,
-    io: RunIO,
-    epochs: int = 0,
-) -> dict:
-    """Train on the rest of epoch `state.epoch`; returns mean loss, accuracy and images/s.
-    `epochs`: the run's, for a one-line estimate of its time after the first steps (0: none)."""
-    model.train()
-    if state.epoch_buffers is None:
-        state.epoch_buffers = EpochBuffers.for_epoch(batches)
-    buffers, steps = state.epoch_buffers, len(batches)
-    logged = state.batch_in_epoch  # buffer slots already in a train/loss_step point
-    write_points = options.log_every_n_steps > 0
-    histogram_at = steps - 1 if _due(state.epoch + 1, options.histogram_every_n_epochs) else -1
-    aux_loss = getattr(model, "aux_loss", None)  # GoogLeNet's auxiliary heads add their term
-    started, trained = time.perf_counter(), 0
-    first = state.batch_in_epoch
-    for index, (images, labels) in enumerate(batches.epoch(state.epoch, first), first):
-        # forward and loss
-        with _autocast(batches.device, options.autocast_dtype):
-            logits = model(images)
-            loss = optimization.loss_fn(logits, labels)
-            if aux_loss is not None:
-                loss = loss + aux_loss(optimization.loss_fn, labels)
-        # backward, clip, step, zero_grad (a non-finite step is dropped only when asked to)
-        allowed = options.nonfinite_skips
-        if allowed and _skip_nonfinite(loss, state, allowed, io.group):
-            buffers.skip(index)
-        else:
-            _backward_and_step(model, loss, optimization, options.grad_clip_norm)
-            if index == histogram_at:  # the epoch's last gradients, before they are cleared
-                log_histograms(io.writer, model, state.step + 1)
-            optimization.optimizer.zero_grad(set_to_none=True)
-            buffers.record(index, loss, logits, labels)
-        state.step += 1
-        state.batch_in_epoch = index + 1
-        trained += len(labels)
-        io.progress.advance(len(labels))
-        if index + 1 - first == options.estimate_after_steps and epochs:
-            _log_estimate(buffers, index + 1, trained, started, batches, state, epochs)
-        # log and checkpoint. No periodic save on the epoch's last batch: the epoch-end save
-        # follows validation at the same step, and a last.pt written before validation would let
-        # a resume log that step's validation scalars a second time.
-        periodic_save = _due(state.step, options.checkpoint_every_n_steps) and index + 1 < steps
-        stop = _stop_requested(io)
-        if periodic_save or stop or _due(state.step, options.log_every_n_steps):
-            _, logged = _sync_point(buffers, index + 1, state, io, logged, write_points)
-        if periodic_save or stop:
-            io.checkpointer.save(state, is_best=False)
-        if stop:
-            raise RunInterrupted(stop)
-    means, _ = _sync_point(buffers, steps, state, io, logged, write_points)
-    elapsed = time.perf_counter() - started
-    return {
-        "loss": means.get("loss", 0.0),
-        "acc": means.get("acc", 0.0),
-        "images_per_sec": trained / elapsed if elapsed > 0 else 0.0,
-        "seconds": elapsed,
-    }
 
 
 @torch.inference_mode()
@@ -362,7 +327,9 @@ def evaluate(model, batches, loss_fn, *, num_classes: int, autocast_dtype=None, 
     }
 
 
-def _log_epoch(writer, state: TrainState, epochs: int, train: dict, val: dict, lr: float) -> None:
+def _log_epoch(
+    writer, state: TrainState, *, epochs: int, train: dict, val: dict, lr: float
+) -> None:
     scalars = {
         "train/loss": train["loss"],
         "train/acc": train["acc"],
@@ -382,24 +349,52 @@ def _log_epoch(writer, state: TrainState, epochs: int, train: dict, val: dict, l
     )
 
 
-def _close_epoch(state: TrainState, train: dict, val: dict, lr: float) -> bool:
+def _close_epoch(state: TrainState, *, train: dict, val: dict, lr: float) -> bool:
     """Count the epoch as done in `state`; returns whether its validation accuracy is the best."""
-    state.epoch, state.batch_in_epoch, state.epoch_buffers = state.epoch + 1, 0, None
+    state.epoch, state.batch_in_epoch, state.sums = state.epoch + 1, 0, None
     is_best = val["acc"] > state.best_val_acc
     if is_best:
         state.best_val_acc, state.best_epoch = val["acc"], state.epoch
     record = {"epoch": state.epoch, "step": state.step, "lr": lr}
-    record |= {f"train_{name}": value for name, value in train.items()}
+    record |= {f"train_{name}": train[name] for name in ("loss", "acc", "images_per_sec")}
+    record["train_seconds"] = train["seconds"]
     state.history.append(record | {"val_loss": val["loss"], "val_acc": val["acc"]})
     return is_best
+
+
+def _log_pictures(writer, model, *, batches: dict, state: TrainState) -> None:
+    """After the epoch, never inside its steps: the first batch as trained (once, at this step,
+    so that a resume's purge covers it like any other event), the first layer's filters, and
+    every conv layer's outputs for the same few validation images."""
+    if state.epoch == 1:
+        log_sample_batch(writer, batches["train"], state.step)
+    log_filters(writer, model, step=state.step, epoch=state.epoch)
+    log_feature_maps(writer, model, batches["val"], step=state.step, epoch=state.epoch)
+
+
+def _log_estimate(seconds: float, *, train: dict, batches, state: TrainState, epochs: int) -> None:
+    """After this process's first epoch: what the rest of the run should take at its pace, its
+    training, validation and pictures included (a resumed, partial epoch counts per image)."""
+    if state.epoch >= epochs or state.stopped_early:
+        return
+    full_epoch = seconds + train["seconds"] * (batches.num_samples / max(train["images"], 1) - 1)
+    left = round(full_epoch * (epochs - state.epoch))
+    minutes, secs = divmod(left, 60)
+    shown = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min {secs} s"
+    log.info(
+        "estimate: an epoch takes %.1f s here, so the %d epoch(s) left should take about %s",
+        full_epoch,
+        epochs - state.epoch,
+        shown,
+    )
 
 
 def fit(
     model,
     batches: dict,
     optimization: Optimization,
-    state: TrainState,
     *,
+    state: TrainState,
     epochs: int,
     num_classes: int,
     options: EngineOptions,
@@ -410,20 +405,14 @@ def fit(
     `batches` maps "train" and "val" to `Batches`. `io.stop.requested` (set by a signal handler)
     ends the run after the current step with last.pt written (`RunInterrupted`).
     """
-    first_epoch = True
+    estimated = False
     while state.epoch < epochs and not state.stopped_early:
+        started = time.perf_counter()
         lr = optimization.optimizer.param_groups[0]["lr"]
         io.progress.start_epoch(state.epoch + 1, epochs, batches["train"].num_samples)
         train = train_one_epoch(
-            model,
-            batches["train"],
-            optimization,
-            state,
-            options=options,
-            io=io,
-            epochs=epochs if first_epoch else 0,  # the estimate, once per process
+            model, batches["train"], optimization, state=state, options=options, io=io
         )
-        first_epoch = False
         val = evaluate(
             optimization.evaluated(model),
             batches["val"],
@@ -433,23 +422,21 @@ def fit(
             group=io.group,
         )
         optimization.scheduler.step()
-        is_best = _close_epoch(state, train, val, lr)
-        _log_epoch(io.writer, state, epochs, train, val, lr)
+        is_best = _close_epoch(state, train=train, val=val, lr=lr)
+        _log_epoch(io.writer, state, epochs=epochs, train=train, val=val, lr=lr)
         if options.log_images:
-            if state.epoch == 1:
-                # The first batch as trained, logged with the epoch's other images rather than
-                # before the first step (which would wait for PIL's import and the PNG encoding),
-                # at this step so that a resume's purge covers it like any other event.
-                log_sample_batch(io.writer, batches["train"], state.step)
-            # Pictures after the epoch, never inside its steps: the first layer's filters, and
-            # every conv layer's outputs for the same few validation images.
-            log_filters(io.writer, model, state.step, state.epoch)
-            log_feature_maps(io.writer, model, batches["val"], state.step, state.epoch)
+            _log_pictures(io.writer, model, batches=batches, state=state)
         patience = options.early_stop_patience
         if patience and state.epoch - state.best_epoch >= patience and state.epoch < epochs:
             state.stopped_early = True
             log.info("stopping early: no better validation accuracy for %d epochs", patience)
         io.checkpointer.save(state, is_best=is_best)
+        if not estimated:
+            seconds = time.perf_counter() - started
+            _log_estimate(
+                seconds, train=train, batches=batches["train"], state=state, epochs=epochs
+            )
+            estimated = True
         stop = _stop_requested(io)
         if stop:
             raise RunInterrupted(stop)

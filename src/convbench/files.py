@@ -114,7 +114,7 @@ RESUME_ADVICE = (
 
 
 def write_failed(
-    what: str, path: Path, exc: OSError, consequence: str, advice: str = RESUME_ADVICE
+    what: str, path: Path, exc: OSError, *, kept: str, advice: str = RESUME_ADVICE
 ) -> WriteFailed:
     """One paragraph for an OS write failure: what could not be written, where, why, the free
     space there, what was kept, and what to do."""
@@ -127,5 +127,5 @@ def write_failed(
             limit = f"; this process may write files of at most {soft:,} bytes (ulimit -f)"
     return WriteFailed(
         f"could not write {what} {path}: {reason}{f' ({code})' if code else ''}{limit}; "
-        f"{free_space(path)} free there. {consequence} {advice}"
+        f"{free_space(path)} free there. {kept} {advice}"
     )

@@ -28,12 +28,17 @@ def small_tmpfs(megabytes: int):
     """A real, small file system (tmpfs) mounted for the test, unmounted afterwards. Skips the
     test where mounting is not permitted (it needs root or CAP_SYS_ADMIN)."""
     folder = Path(tempfile.mkdtemp(prefix="cb-tmpfs-"))
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs",
-                              str(folder)], capture_output=True, text=True)  # fmt: skip
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         folder.rmdir()
-        pytest.skip(f"mounting a {megabytes} MB tmpfs is not permitted here: "
-                    f"{mounted.stderr.strip() or mounted.returncode}")  # fmt: skip
+        pytest.skip(
+            f"mounting a {megabytes} MB tmpfs is not permitted here: "
+            f"{mounted.stderr.strip() or mounted.returncode}"
+        )
     try:
         yield folder
     finally:

@@ -29,7 +29,7 @@ def load(root: str) -> dict:
     overrides = ["dataset=imagefolder", f"dataset.root={root}", "dataset.native_size=16"]
     try:
         splits = load_splits_in_turn(compose(overrides).dataset, collective(place()))
-        outcome = {"images": sum(len(split) for split in splits.values())}
+        outcome = {"images": sum(splits.sizes().values())}
     except Exception as error:
         outcome = {"error": f"{type(error).__name__}: {error}"}
     finally:

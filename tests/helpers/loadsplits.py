@@ -12,11 +12,13 @@ import torch
 def main(out: str, root: str, *overrides: str) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     from convbench.config.compose import compose
-    from convbench.data import load_splits
+    from convbench.data.batches import SPLIT_NAMES
+    from convbench.data.loader import load_splits
 
     cfg = compose(["dataset=imagefolder", f"dataset.root={root}", *overrides]).dataset
     splits = load_splits(cfg)
-    torch.save({name: (split.images, split.labels) for name, split in splits.items()}, out)
+    saved = {name: getattr(splits, name) for name in SPLIT_NAMES}
+    torch.save({name: (split.images, split.labels) for name, split in saved.items()}, out)
 
 
 if __name__ == "__main__":

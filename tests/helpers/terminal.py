@@ -29,8 +29,14 @@ class Terminal:
         env = cli_env({"TERM": "xterm-256color", "COLUMNS": str(cols), "LINES": str(rows)})
         for variable in ("CI", "NO_COLOR", "TERM_PROGRAM"):  # rich would not draw a live bar
             env.pop(variable, None)
-        self.process = subprocess.Popen([sys.executable, "-m", "convbench", *args], cwd=cwd,
-                                        env=env, stdin=slave, stdout=slave, stderr=slave)  # fmt: skip
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "convbench", *args],
+            cwd=cwd,
+            env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+        )
         os.close(slave)
         self.cols, self.rows = cols, rows
 

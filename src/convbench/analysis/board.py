@@ -8,9 +8,9 @@ user opts into with another host (0.0.0.0 or an address of their choice).
 
 from pathlib import Path
 
-from convbench.errors import ConvbenchError
+from tensorboard import default, program
 
-LOOPBACK = "127.0.0.1"
+from convbench.errors import ConvbenchError
 
 
 def check_logdir(logdir: Path) -> None:
@@ -22,13 +22,12 @@ def check_logdir(logdir: Path) -> None:
         )
 
 
-def launch(logdir: Path, host: str = LOOPBACK, port: int | None = None) -> str:
+def launch(logdir: Path, host: str, port: int | None = None) -> str:
     """Start TensorBoard on `logdir` in a background (daemon) thread; returns its URL.
 
     `port=None` takes TensorBoard's default, 6006, or the next free port after it; `port=0` lets
     the operating system pick any free port. An explicit port that is taken is an error.
     """
-    from tensorboard import default, program
 
     check_logdir(logdir)
     board = program.TensorBoard(plugins=default.get_plugins())

@@ -12,16 +12,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convbench.run.folder import (
-    HYDRA_FOLDER,
-    METRICS_FILE,
-    STATUS_FILE,
-    find_run_dirs,
-    read_json,
-    read_yaml,
-    run_status,
-    where_keys,
-)
+from convbench.analysis.runs import where_keys
+from convbench.run.folder import RunFolder, find_runs, read_yaml
 
 # metrics.json keys summarised per group, in the order of the table's columns.
 MEASURES = {
@@ -56,7 +48,7 @@ class RunRecord:
 
 
 @dataclass
-class Summary:
+class Spread:
     """Mean, sample standard deviation, min and max of one measure over a group's runs."""
 
     values: list[float]
@@ -85,9 +77,9 @@ class Group:
     overrides: dict[str, str]
     runs: list[RunRecord] = field(default_factory=list)
 
-    def summary(self, name: str) -> Summary | None:
+    def spread(self, name: str) -> Spread | None:
         values = [v for run in self.runs if (v := run.measure(name)) is not None]
-        return Summary(values) if values else None
+        return Spread(values) if values else None
 
     def label(self, keys: list[str]) -> str:
         return " ".join(f"{key}={self.overrides.get(key, '-')}" for key in keys) or "all runs"
@@ -105,18 +97,16 @@ def parse_overrides(lines) -> dict[str, str]:
     return parsed
 
 
-def read_record(run_dir: Path) -> RunRecord:
-    status = read_json(run_dir / STATUS_FILE)
-    metrics = read_json(run_dir / METRICS_FILE)
-    overrides = parse_overrides(read_yaml(run_dir / HYDRA_FOLDER / "overrides.yaml"))
+def read_record(run: RunFolder) -> RunRecord:
+    config = read_yaml(run.config_file)
     excluded = where_keys()
     return RunRecord(
-        path=run_dir,
-        overrides={k: v for k, v in overrides.items() if k not in excluded},
-        status=run_status(status, metrics),
-        error=(status or {}).get("error"),
-        metrics=metrics or {},
-        config=read_yaml(run_dir / HYDRA_FOLDER / "config.yaml") or {},
+        path=run.path,
+        overrides={k: v for k, v in parse_overrides(run.overrides()).items() if k not in excluded},
+        status=run.state(),
+        error=(run.status() or {}).get("error"),
+        metrics=run.metrics() or {},
+        config=config if isinstance(config, dict) else {},
     )
 
 
@@ -126,8 +116,8 @@ def collect(folders: list[Path]) -> list[RunRecord]:
     for folder in folders:
         if not folder.is_dir():
             raise FileNotFoundError(folder)
-        for run_dir in find_run_dirs(folder):
-            seen.setdefault(run_dir.resolve(), read_record(run_dir))
+        for run in find_runs(folder):
+            seen.setdefault(run.path.resolve(), read_record(run))
     return [seen[path] for path in sorted(seen)]
 
 
@@ -187,8 +177,8 @@ def sort_groups(groups: list[Group], by: str | None, keys: list[str]) -> list[Gr
     if name in MEASURES or "=" in name:
 
         def measure(group: Group) -> float:
-            summary = group.summary(name)
-            return summary.mean if summary else -math.inf
+            spread = group.spread(name)
+            return spread.mean if spread else -math.inf
 
         return sorted(groups, key=measure, reverse=descending)
     return sorted(groups, key=lambda group: natural_key(group.overrides.get(name, "-")))

@@ -93,7 +93,7 @@ def _finish(axes) -> None:
         axes.legend(fontsize="small")
 
 
-def _band(axes, xs, values_per_x, label: str, **style) -> None:
+def _band(axes, xs, values_per_x, *, label: str, **style) -> None:
     means = [sum(v) / len(v) for v in values_per_x]
     line = axes.plot(xs, means, marker="o", label=label, **style)[0]
     lows, highs = [min(v) for v in values_per_x], [max(v) for v in values_per_x]
@@ -110,15 +110,15 @@ def robustness_picture(axes, groups: list[Group], kind: str) -> None:
         amounts = sorted(per_amount, key=natural_key)
         if amounts:
             xs = [float(a) for a in amounts]
-            _band(axes, xs, [per_amount[a] for a in amounts], group.label(keys), **style)
+            _band(axes, xs, [per_amount[a] for a in amounts], label=group.label(keys), **style)
     axes.set(xlabel=kind, ylabel="test accuracy", title=f"test accuracy against {kind}")
     axes.grid(alpha=0.3)
 
 
-def sweep_picture(axes, groups: list[Group], x: str, series: str | None, log_x: bool) -> None:
+def sweep_picture(axes, groups: list[Group], *, x: str, series: str | None, log_x: bool) -> None:
     lines: dict[str, dict[float, list[float]]] = {}
     for group in groups:
-        test = group.summary("test_acc")
+        test = group.spread("test_acc")
         value = group.overrides.get(x)
         if test is None or value is None or natural_key(value)[0] != 0:
             continue
@@ -126,7 +126,7 @@ def sweep_picture(axes, groups: list[Group], x: str, series: str | None, log_x: 
         lines.setdefault(name, {}).setdefault(float(value), []).extend(test.values)
     for name in sorted(lines):
         xs = sorted(lines[name])
-        _band(axes, xs, [lines[name][v] for v in xs], name)
+        _band(axes, xs, [lines[name][v] for v in xs], label=name)
     if log_x:
         axes.set_xscale("log")
     axes.set(xlabel=x, ylabel="test accuracy", title=f"test accuracy against {x}")
@@ -136,7 +136,7 @@ def sweep_picture(axes, groups: list[Group], x: str, series: str | None, log_x: 
 def params_picture(axes, groups: list[Group]) -> None:
     keys = differing_keys(groups)
     for group in groups:
-        params, test = group.summary("params"), group.summary("test_acc")
+        params, test = group.spread("params"), group.spread("test_acc")
         if params is None or test is None:
             continue
         axes.errorbar(
@@ -177,7 +177,13 @@ def draw(groups: list[Group], metric: str, report: dict | None):
         if kind == "robustness":
             robustness_picture(panel_axes, groups, x)
         elif kind == "sweep":
-            sweep_picture(panel_axes, groups, x, report.get("series"), report.get("log_x", False))
+            sweep_picture(
+                panel_axes,
+                groups,
+                x=x,
+                series=report.get("series"),
+                log_x=report.get("log_x", False),
+            )
         else:
             params_picture(panel_axes, groups)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -197,7 +203,7 @@ def _png_data_uri(figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def html_page(title: str, table: list[list[str]], header: list[str], unfinished, figure) -> str:
+def html_page(title: str, *, table: list[list[str]], header: list[str], unfinished, figure) -> str:
     """One self-contained page: the table, the figure (inline PNG) and the runs that did not
     finish. No script, no external file: it opens offline and can be mailed."""
     cells = "".join(f"<th>{html.escape(name)}</th>" for name in header)

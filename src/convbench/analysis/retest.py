@@ -1,36 +1,61 @@
-"""Testing saved weights again, from the run folder alone.
+"""Testing a run's saved weights again, from the run folder alone (`convbench eval`).
 
-The checkpoint carries the resolved config, so the model is rebuilt from its `_target_` and the
-test split is loaded from the dataset config it was trained with (the same `dataset.root` or
-data_dir, normalization and image size). Evaluation uses the run's eval batch size, memory format
-and precision, so the best checkpoint reproduces the run's metrics.json test accuracy.
+The checkpoint carries the config as composed and what the run settled at its start
+(convbench.run.checkpoint.Settled), so the model is rebuilt from its `_target_` (once
+convbench.config.trust allows it), the test split is loaded from the dataset config it was
+trained with, and the images are normalized, laid out and computed in the run's own statistics,
+memory format and precision: the best checkpoint reproduces the run's metrics.json test
+accuracy. Perturbed tests go through convbench.run.robustness, as the end of a run does.
 """
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from convbench.config.trust import Trust
+from convbench.data.batches import Split
+from convbench.data.loader import load_splits
 from convbench.errors import CheckpointError, ConvbenchError
+from convbench.files import write_failed
+from convbench.monitor.pictures import conv_layers, save_feature_maps
+from convbench.run.build import build_model, eval_batches, resolve_device
+from convbench.run.checkpoint import Settled
+from convbench.run.folder import RunFolder
+from convbench.run.lifecycle import read_checkpoint
+from convbench.run.robustness import perturbed, robustness, score
+
+log = logging.getLogger("convbench")
+
+FEATURE_MAP_IMAGES = 4  # `convbench eval --feature-maps`: the first test images, drawn
 
 
-def checkpoint_path(run_dir: Path, which: str) -> Path:
-    """RUN_DIR/checkpoints/{best,last}.pt, or a message saying what is there instead."""
-    if not run_dir.is_dir():
-        raise ConvbenchError(
-            f"{run_dir} is not a folder. Pass a run folder, e.g. one that `convbench runs` lists."
-        )
-    path = run_dir / "checkpoints" / f"{which}.pt"
-    if not path.is_file():
-        present = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
-        raise CheckpointError(
-            f"{run_dir} has no checkpoints/{which}.pt"
-            + (f" (it has {', '.join(present)}; choose with --checkpoint)" if present else "")
-            + ". A run writes last.pt and best.pt after its first epoch; pass the folder of a run "
-            "that got that far (see `convbench runs`)."
-        )
-    return path
+@dataclass
+class Loaded:
+    """A checkpoint's model with its weights, its config, what its run settled, and the test
+    split it was tested on."""
+
+    path: Path
+    payload: dict
+    cfg: object
+    settled: object  # convbench.run.checkpoint.Settled
+    model: object
+    device: object
+    test_split: object
 
 
-def _load_weights(model, payload: dict, path: Path) -> None:
+def load(run_dir: Path, *, which: str, device_name: str, trust: Trust) -> Loaded:
+    """Checkpoint `which` ("best" or "last") of the run in `run_dir`, checked (convbench.trust,
+    and against the run's .hydra/config.yaml) before its model is built."""
+
+    folder = RunFolder(run_dir)
+    payload = read_checkpoint(folder, which, trust)
+    path = folder.checkpoint(which)
+    cfg = OmegaConf.create(payload["config"])
+    settled = Settled.from_dict(payload.get("settled"), path)
+    device = _device(device_name)
+    model = build_model(cfg, device, settled.channels_last)
     try:
         model.load_state_dict(payload["model"])
     except (KeyError, RuntimeError) as exc:
@@ -40,10 +65,17 @@ def _load_weights(model, payload: dict, path: Path) -> None:
             "Was the model's code changed since the run? Evaluate with the code it was trained "
             "with."
         ) from None
+    splits = load_splits(cfg.dataset)
+    if splits.fingerprint["test"] != settled.fingerprint.get("test"):
+        log.warning(
+            "the test images of %s are not those the run was tested on (the data changed since): "
+            "the numbers below are for the data as it is now",
+            cfg.dataset.root or cfg.dataset.name,
+        )
+    return Loaded(path, payload, cfg, settled, model, device, splits.test)
 
 
 def _device(name: str):
-    from convbench.run.build import resolve_device
 
     try:
         return resolve_device(name)
@@ -54,120 +86,7 @@ def _device(name: str):
         ) from None
 
 
-# The perturbations of convbench.data.perturb, in the order it applies them, and their units.
-KINDS = ("shift", "occlude", "clutter", "illumination")
-UNITS = {"shift": "px", "occlude": "px", "clutter": "px", "illumination": "strength"}
-FEATURE_MAP_IMAGES = 4  # `convbench eval --feature-maps`: the first test images, drawn
-
-
-def amount_key(value) -> str:
-    """A perturbation amount as metrics.json's keys and the tables show it: 2, 0.5, 1 (a whole
-    number without ".0", whether it came as an int or a float)."""
-    value = float(value)
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-def _perturbed(test_split, perturbation: dict):
-    from convbench.data import Split
-    from convbench.data.perturb import perturb
-
-    images = perturb(
-        test_split.images,
-        shift_pixels=perturbation.get("shift", 0),
-        occlude_side=perturbation.get("occlude", 0),
-        clutter_side=perturbation.get("clutter", 0),
-        illumination=perturbation.get("illumination", 0.0),
-        seed=perturbation.get("seed", 0),
-    )
-    return Split(images, test_split.labels)
-
-
-def evaluate_weights(model, cfg, test_split, device, perturbation: dict | None = None) -> dict:
-    """Test `model` (its weights loaded) on `test_split` (uint8, on the host), perturbed first by
-    `perturbation` (keys shift, occlude, clutter, illumination, seed; see
-    convbench.data.perturb), in the run's eval batches and precision: `engine.evaluate`'s dict.
-
-    The one place that tests weights on perturbed images: `convbench eval` and the end of a run
-    (`robustness`) both come here, so they agree to the last digit.
-    """
-    from convbench.engine import evaluate
-    from convbench.run.build import AUTOCAST_DTYPES, eval_batches
-
-    if perturbation:
-        test_split = _perturbed(test_split, perturbation)
-    return evaluate(
-        model,
-        eval_batches(cfg, test_split, device),
-        _loss_fn(),
-        num_classes=cfg.dataset.num_classes,
-        autocast_dtype=AUTOCAST_DTYPES[cfg.trainer.precision],
-    )
-
-
-def robustness(model, cfg, test_split, device, amounts: dict, seed: int = 0) -> list[dict]:
-    """Accuracy and loss under each value of each perturbation in `amounts` (kind -> values),
-    one perturbation at a time, each seeded with `seed`: one row per value, {kind, value,
-    test_acc, test_loss}. A value of 0 is the clean test."""
-    rows = []
-    for kind in KINDS:
-        for value in dict.fromkeys(amounts.get(kind) or ()):  # in order, without repeats
-            result = evaluate_weights(model, cfg, test_split, device, {kind: value, "seed": seed})
-            rows.append(
-                {
-                    "kind": kind,
-                    "value": value,
-                    "test_acc": result["acc"],
-                    "test_loss": result["loss"],
-                }
-            )
-    return rows
-
-
-def by_kind(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Robustness rows as metrics.json keeps them: {"shift": {"0": 0.91, "2": 0.70}, ...}."""
-    found: dict[str, dict[str, float]] = {}
-    for row in rows:
-        found.setdefault(row["kind"], {})[amount_key(row["value"])] = row["test_acc"]
-    return found
-
-
-@dataclass
-class _Loaded:
-    """A checkpoint's model with its weights, its config and the test split it was run on."""
-
-    path: Path
-    payload: dict
-    cfg: object
-    model: object
-    device: object
-    test_split: object
-
-
-def _load(path: Path, device_name: str, trust) -> _Loaded:
-    """The checkpoint at `path`, its config checked against `trust` (convbench.config.trust) before
-    its model is built."""
-    from omegaconf import OmegaConf
-
-    from convbench.config.auto import settled_channels_last
-    from convbench.config.trust import check_config
-    from convbench.data import load_splits
-    from convbench.run.build import build_model
-    from convbench.run.checkpoint import load_checkpoint
-    from convbench.run.lifecycle import check_belongs_to_run
-
-    payload = load_checkpoint(path)
-    check_config(payload.get("config"), trust, str(path))
-    if path.parent.name == "checkpoints":  # in a run folder: its .hydra/ must agree
-        check_belongs_to_run(path.parent.parent, payload)
-    cfg = OmegaConf.create(payload["config"])
-    device = _device(device_name)
-    model = build_model(cfg, device, settled_channels_last(cfg.trainer.channels_last))
-    _load_weights(model, payload, path)
-    test_split = load_splits(cfg.dataset)["test"]
-    return _Loaded(path, payload, cfg, model, device, test_split)
-
-
-def _headline(loaded: _Loaded, images: int) -> dict:
+def _headline(loaded: Loaded, images: int) -> dict:
     state = loaded.payload.get("state") or {}
     return {
         "checkpoint": str(loaded.path),
@@ -180,56 +99,54 @@ def _headline(loaded: _Loaded, images: int) -> dict:
     }
 
 
-def evaluate_checkpoint(
-    path: Path,
-    device_name: str = "auto",
-    perturbation=None,
-    feature_maps: Path | None = None,
-    *,
-    trust,
+def checkpoint_report(
+    loaded: Loaded, amounts: dict, *, seed: int, feature_maps: Path | None
 ) -> dict:
-    """Rebuild the model of checkpoint `path`, load its weights, test it; returns the report.
+    """The checkpoint tested once, its test images perturbed by `amounts` ({kind: amount}, all
+    at once, seeded; empty: the clean test): accuracy, loss, per-class accuracy and the
+    confusion matrix. `feature_maps`: also draw the conv stages' activations for the first
+    test images, as tested, to that PNG or SVG file."""
 
-    `perturbation` (keys shift, occlude, clutter, illumination, seed; see
-    convbench.data.perturb) alters the test images first, all at once, the same way for every
-    model, to measure tolerance to them. `feature_maps`: also draw the conv stages' activations
-    for the first 4 test images, as tested, to that PNG or SVG file.
-    """
-    loaded = _load(path, device_name, trust)
-    perturbation = {k: v for k, v in (perturbation or {}).items() if v} or None
-    result = evaluate_weights(
-        loaded.model, loaded.cfg, loaded.test_split, loaded.device, perturbation
+    amounts = {kind: value for kind, value in amounts.items() if value}
+    result = score(
+        loaded.model,
+        loaded.cfg,
+        loaded.test_split,
+        device=loaded.device,
+        settled=loaded.settled,
+        amounts=amounts,
+        seed=seed,
     )
     if feature_maps is not None:
-        _save_feature_maps(loaded, perturbation, feature_maps)
-    data = loaded.cfg.dataset
+        _save_feature_maps(loaded, amounts, seed=seed, path=feature_maps)
+    classes = list(loaded.cfg.dataset.classes)
     return {
         **_headline(loaded, int(result["confusion"].sum())),
         "test_acc": result["acc"],
         "test_loss": result["loss"],
-        "perturbation": perturbation,
-        "per_class": per_class_accuracy(result["confusion"], list(data.classes)),
+        "perturbation": {**amounts, "seed": seed} if amounts else None,
+        "per_class": per_class_accuracy(result["confusion"], classes),
         "confusion": result["confusion"].tolist(),
         **({"feature_maps": str(feature_maps)} if feature_maps is not None else {}),
     }
 
 
-def checkpoint_robustness(
-    path: Path,
-    device_name: str,
-    amounts: dict,
-    seed: int = 0,
-    feature_maps: Path | None = None,
-    *,
-    trust,
-) -> dict:
-    """Test checkpoint `path` under each value of each perturbation in `amounts` (kind ->
-    values), one at a time, as a run's `evaluate` block does; returns the report, its rows under
-    "results". `feature_maps`: as `evaluate_checkpoint`, for the unperturbed images."""
-    loaded = _load(path, device_name, trust)
-    rows = robustness(loaded.model, loaded.cfg, loaded.test_split, loaded.device, amounts, seed)
+def robustness_report(loaded: Loaded, amounts: dict, *, seed: int, feature_maps) -> dict:
+    """The checkpoint tested under each value of each perturbation in `amounts` (kind ->
+    values), one at a time, as a run's `robustness` block does; the rows under "results".
+    `feature_maps`: as `checkpoint_report`, for the unperturbed images."""
+
+    rows = robustness(
+        loaded.model,
+        loaded.cfg,
+        loaded.test_split,
+        device=loaded.device,
+        settled=loaded.settled,
+        amounts=amounts,
+        seed=seed,
+    )
     if feature_maps is not None:
-        _save_feature_maps(loaded, None, feature_maps)
+        _save_feature_maps(loaded, {}, seed=seed, path=feature_maps)
     return {
         **_headline(loaded, len(loaded.test_split)),
         "seed": seed,
@@ -238,36 +155,32 @@ def checkpoint_robustness(
     }
 
 
-def _save_feature_maps(loaded: _Loaded, perturbation: dict | None, path: Path) -> None:
-    """The activations of the model's conv stages for the first 4 test images (perturbed by
-    `perturbation` first, if any), normalized as the model sees them, drawn to `path` (PNG or
-    SVG by its suffix)."""
-    from convbench.data import Split
-    from convbench.files import write_failed
-    from convbench.monitor.pictures import save_feature_maps
-    from convbench.run.build import eval_batches
+def _save_feature_maps(loaded: Loaded, amounts: dict, *, seed: int, path: Path) -> None:
+    """The activations of the model's conv stages for the first test images (perturbed by
+    `amounts` first, if any), normalized as the model sees them, drawn to `path` (PNG or SVG
+    by its suffix). Refused before any folder is made when the model has no conv layer."""
 
+    if not conv_layers(loaded.model):
+        raise ConvbenchError(
+            f"--feature-maps {path}: {loaded.cfg.model._target_} has no conv layer to draw. "
+            "Leave out --feature-maps for this run."
+        )
     # The whole split is perturbed, then cut: an image's draws depend on its place in the split.
-    split = _perturbed(loaded.test_split, perturbation) if perturbation else loaded.test_split
+    split = perturbed(loaded.test_split, amounts, seed) if amounts else loaded.test_split
     first = Split(split.images[:FEATURE_MAP_IMAGES], split.labels[:FEATURE_MAP_IMAGES])
-    images, _ = next(eval_batches(loaded.cfg, first, loaded.device).epoch(0))  # [4, C, S, S]
+    batches = eval_batches(loaded.cfg, first, device=loaded.device, settled=loaded.settled)
+    images, _ = next(batches.epoch(0))  # [4, C, S, S]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_feature_maps(loaded.model, images, path)
     except OSError as exc:
         raise write_failed(
-            "the feature maps", path, exc, "The evaluation itself is done.", "Choose another file."
+            "the feature maps",
+            path,
+            exc,
+            kept="The evaluation itself is done.",
+            advice="Choose another file.",
         ) from None
-    except ValueError as exc:  # no conv layer to draw, or a suffix it cannot write
-        raise ConvbenchError(
-            f"--feature-maps {path}: {exc}. Leave out --feature-maps for this run."
-        ) from None
-
-
-def _loss_fn():
-    from torch import nn
-
-    return nn.CrossEntropyLoss()
 
 
 def per_class_accuracy(confusion, classes: list[str]) -> list[dict]:

@@ -74,9 +74,22 @@ def compare(
         )
     groups = sort_groups(groups, sort, differing_keys(groups))
     header, rows, columns = table_rows(groups, _wanted(measures))
-    typer.echo(render(output, header, rows, columns, groups, unfinished))
+    typer.echo(
+        render(
+            output, header=header, rows=rows, measures=columns, groups=groups, unfinished=unfinished
+        )
+    )
     if plot or page:
-        _write_pictures(groups, unfinished, header, rows, plot, page, metric, folders)
+        _write_pictures(
+            groups,
+            unfinished,
+            rows=rows,
+            header=header,
+            plot=plot,
+            page=page,
+            metric=metric,
+            folders=folders,
+        )
 
 
 def _parse_where(where: list[str]) -> dict[str, str]:
@@ -100,17 +113,17 @@ def _check_outputs(plot: Path | None, page: Path | None, metric: str) -> None:
         raise ConvbenchError(f"--metric {metric}: choose one of {', '.join(HISTORY_METRICS)}.")
 
 
-def _format(name: str, summary) -> str:
-    if summary is None:
+def _format(name: str, spread) -> str:
+    if spread is None:
         return "-"
-    mean = summary.mean
+    mean = spread.mean
     if name in ("params", "macs"):
         return f"{mean:,.0f}" if name == "params" else f"{mean / 1e6:,.3f} M"
     if name == "train_images_per_sec":
         return f"{mean:,.0f}"
     if name == "wall_time_s":
         return f"{mean:,.1f}"
-    spread = f" ± {summary.std:.4f}" if len(summary.values) > 1 else ""
+    spread = f" ± {spread.std:.4f}" if len(spread.values) > 1 else ""
     return f"{mean:.4f}{spread}"
 
 
@@ -138,14 +151,14 @@ def table_rows(groups, wanted: list[str] | None = None):
         [
             *(group.overrides.get(key, "-") for key in keys),
             str(len(group.runs)),
-            *(_format(name, group.summary(name)) for name in measures),
+            *(_format(name, group.spread(name)) for name in measures),
         ]
         for group in groups
     ]
     return header, rows, measures
 
 
-def render(output: str, header, rows, measures, groups, unfinished) -> str:
+def render(output: str, *, header, rows, measures, groups, unfinished) -> str:
     if output == "json":
         return json.dumps(_as_json(groups, unfinished, measures), indent=2)
     if output == "csv":
@@ -171,15 +184,15 @@ def _one_line(text) -> str:
 
 
 def _as_json(groups, unfinished, measures) -> dict:
-    def summary_dict(summary):
-        if summary is None:
+    def spread_dict(spread):
+        if spread is None:
             return None
         return {
-            "mean": summary.mean,
-            "std": summary.std,
-            "min": summary.low,
-            "max": summary.high,
-            "values": summary.values,
+            "mean": spread.mean,
+            "std": spread.std,
+            "min": spread.low,
+            "max": spread.high,
+            "values": spread.values,
         }
 
     return {
@@ -188,7 +201,7 @@ def _as_json(groups, unfinished, measures) -> dict:
                 "overrides": group.overrides,
                 "n": len(group.runs),
                 "runs": [str(run.path) for run in group.runs],
-                "measures": {name: summary_dict(group.summary(name)) for name in measures},
+                "measures": {name: spread_dict(group.spread(name)) for name in measures},
             }
             for group in groups
         ],
@@ -208,8 +221,8 @@ def _as_csv(groups, measures) -> str:
     for group in groups:
         numbers = []
         for name in measures:
-            summary = group.summary(name)
-            numbers += ["", ""] if summary is None else [repr(summary.mean), repr(summary.std)]
+            spread = group.spread(name)
+            numbers += ["", ""] if spread is None else [repr(spread.mean), repr(spread.std)]
         writer.writerow([*(group.overrides.get(k, "-") for k in keys), len(group.runs), *numbers])
     return buffer.getvalue().rstrip("\n")
 
@@ -225,7 +238,7 @@ def _report_spec(groups) -> dict | None:
     return None
 
 
-def _write_pictures(groups, unfinished, header, rows, plot, page, metric, folders) -> None:
+def _write_pictures(groups, unfinished, *, header, rows, plot, page, metric, folders) -> None:
     from convbench.analysis.report import draw, html_page, save
 
     figure = draw(groups, metric, _report_spec(groups))
@@ -235,7 +248,9 @@ def _write_pictures(groups, unfinished, header, rows, plot, page, metric, folder
             typer.echo(f"figure: {plot}", err=True)
         if page:
             title = "convbench compare: " + ", ".join(map(str, folders))
-            page.write_text(html_page(title, rows, header, unfinished, figure))
+            page.write_text(
+                html_page(title, table=rows, header=header, unfinished=unfinished, figure=figure)
+            )
             typer.echo(f"page: {page}", err=True)
     except OSError as exc:
         raise ConvbenchError(

@@ -10,15 +10,6 @@ import typer
 from convbench.analysis.tables import render_table
 from convbench.errors import ConvbenchError
 
-# What a perturbation option's values are, as the message for a bad one names them.
-_MEANING = {
-    "shift": "pixels",
-    "occlude": "the side of a square, in pixels",
-    "clutter": "the side of a square, in pixels",
-    "illumination": "a strength: 0 leaves the images unchanged, 1 changes them most",
-}
-_EXAMPLE = {"shift": "0,2,4", "occlude": "0,6,10", "clutter": "0,6,10", "illumination": "0,0.5,1"}
-
 
 def eval_(
     run_dir: Path = typer.Argument(..., help="A run folder (see `convbench runs`)."),
@@ -71,24 +62,18 @@ def eval_(
             f"--feature-maps {feature_maps}: the file's suffix chooses the format, and it must be "
             f".png or .svg (e.g. --feature-maps {feature_maps.with_suffix('.png')})."
         )
-    from convbench.analysis.retest import (
-        checkpoint_path,
-        checkpoint_robustness,
-        evaluate_checkpoint,
-    )
+    from convbench.analysis.retest import checkpoint_report, load, robustness_report
     from convbench.monitor.console import log_to_console
 
     trust = user_trust(config_dirs)
-    path = checkpoint_path(run_dir, checkpoint)
     as_list = any(len(values) > 1 for values in amounts.values())
     with log_to_console():
+        loaded = load(run_dir, which=checkpoint, device_name=device, trust=trust)
         if as_list:
-            report = checkpoint_robustness(path, device, amounts, seed, feature_maps, trust=trust)
+            report = robustness_report(loaded, amounts, seed=seed, feature_maps=feature_maps)
         else:
-            perturbation = {kind: 0 for kind in given} | {k: v[0] for k, v in amounts.items()}
-            if any(perturbation.values()):
-                perturbation["seed"] = seed
-            report = evaluate_checkpoint(path, device, perturbation, feature_maps, trust=trust)
+            one_each = {kind: values[0] for kind, values in amounts.items()}
+            report = checkpoint_report(loaded, one_each, seed=seed, feature_maps=feature_maps)
     report["run_dir"] = str(run_dir)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -107,16 +92,18 @@ def user_trust(config_dirs: list[Path]):
 
 
 def parse_amounts(kind: str, text: str) -> list:
-    """The values of option --KIND: whole numbers (floats for --illumination) within the limits
-    of the schema's evaluate.KIND, or a ConvbenchError naming the option and the range."""
+    """The values of option --KIND: whole numbers (floats for a strength) within the limits
+    of the schema's robustness.KIND, or a ConvbenchError naming the option and the range."""
     from convbench.config.schema import limited_settings
+    from convbench.data.kinds import KINDS
 
-    limits, _ = limited_settings()[f"evaluate.{kind}"]
-    number, what = (float, "number") if kind == "illumination" else (int, "whole number")
+    about = KINDS[kind]
+    limits, _ = limited_settings()[f"robustness.{kind}"]
+    number, what = (int, "whole number") if about.whole else (float, "number")
     bounds = dataclasses.replace(limits, each=False).describe()
     allowed = (
-        f"--{kind} takes {what}s {bounds} ({_MEANING[kind]}): one value, or a comma-separated "
-        f"list to test each value on its own, e.g. --{kind} {_EXAMPLE[kind]}."
+        f"--{kind} takes {what}s {bounds} ({about.meaning}): one value, or a comma-separated "
+        f"list to test each value on its own, e.g. --{kind} {about.example}."
     )
     values = []
     for item in text.split(","):
@@ -133,7 +120,7 @@ def parse_amounts(kind: str, text: str) -> list:
 def _check_seed(seed: int) -> None:
     from convbench.config.schema import limited_settings
 
-    limits, _ = limited_settings()["evaluate.seed"]
+    limits, _ = limited_settings()["robustness.seed"]
     if not limits.admits(seed):
         raise ConvbenchError(f"--seed {seed} is out of range: it must be {limits.describe()}.")
 
@@ -167,7 +154,7 @@ def format_report(report: dict) -> str:
 
 def format_robustness(report: dict) -> str:
     """Headline, then one line per perturbation value: kind, value, accuracy."""
-    from convbench.analysis.retest import UNITS, amount_key
+    from convbench.data.kinds import KINDS, amount_key
 
     header = [
         *_headline(report),
@@ -175,7 +162,7 @@ def format_robustness(report: dict) -> str:
         "",
     ]
     rows = [
-        (row["kind"], amount_key(row["value"]), UNITS[row["kind"]], f"{row['test_acc']:.4f}")
+        (row["kind"], amount_key(row["value"]), KINDS[row["kind"]].unit, f"{row['test_acc']:.4f}")
         for row in report["results"]
     ]
     columns = ("Kind", "Value", "Unit", "Acc")
@@ -194,6 +181,10 @@ def _accuracy(value: float | None) -> str:
 def _perturbation_text(perturbation: dict | None) -> str:
     if not perturbation:
         return ""
-    units = {"shift": " px", "occlude": " px", "clutter": " px"}
-    parts = [f"{name} {value}{units.get(name, '')}" for name, value in perturbation.items()]
+    from convbench.data.kinds import KINDS
+
+    parts = [
+        f"{name} {value}" + (" px" if name in KINDS and KINDS[name].whole else "")
+        for name, value in perturbation.items()
+    ]
     return f" | perturbed: {', '.join(parts)}"

@@ -36,38 +36,36 @@ def resume(
 
 
 def resume_run(folder: Path, trust, config_dirs: list[Path]) -> None:
-    from convbench.config.trust import check_config
     from convbench.launch.distributed import launch_local
     from convbench.monitor.console import log_to_run_folder
-    from convbench.run.checkpoint import load_checkpoint
-    from convbench.run.lifecycle import finished_metrics
+    from convbench.run.folder import RunFolder
+    from convbench.run.lifecycle import read_checkpoint
     from convbench.run.lifecycle import resume as resume_in_place
     from convbench.run.ranks import join, leave, place
 
-    here = place()
-    if (folder / "checkpoints" / "last.pt").is_file():
-        payload = load_checkpoint(folder / "checkpoints" / "last.pt")
+    here, run = place(), RunFolder(folder)
+    if run.last.is_file():
         # Before anything is written (train.log, the lock): the checkpoint may not choose code.
-        check_config(payload.get("config"), trust, str(folder / "checkpoints" / "last.pt"))
-        processes = len(payload.get("ranks") or [None])
-        finished = finished_metrics(folder, payload)
-        if finished is None and processes > 1 and not here.is_distributed:
-            # A run of several processes continues on as many, started as `train` started them.
-            folders = [arg for path in config_dirs for arg in ("--config-dir", str(path))]
-            raise typer.Exit(launch_local(processes, ["resume", str(folder), *folders]))
-        if finished is not None:  # nothing to do; nothing written, not even to train.log
-            epochs, accuracy = finished.get("epochs", "?"), finished.get("test_acc", float("nan"))
+        payload = read_checkpoint(run, "last", trust)
+        if run.is_finished():  # nothing to do; nothing written, not even to train.log
+            metrics = run.metrics()
+            epochs, accuracy = metrics.get("epochs", "?"), metrics.get("test_acc", float("nan"))
             typer.echo(
                 f"{folder} already finished all {epochs} epochs (test acc {accuracy:.4f}); "
                 "nothing to do."
             )
             return
+        processes = len(payload.get("ranks") or [None])
+        if processes > 1 and not here.is_distributed:
+            # A run of several processes continues on as many, started as `train` started them.
+            folders = [arg for path in config_dirs for arg in ("--config-dir", str(path))]
+            raise typer.Exit(launch_local(processes, ["resume", str(folder), *folders]))
     join(here)
     if not here.is_main:  # rank 0 alone writes the run folder, train.log included
-        resume_in_place(folder, trust)
+        resume_in_place(run, trust)
     else:
-        with log_to_run_folder(folder):
-            resume_in_place(folder, trust)
+        with log_to_run_folder(run.log_file):
+            resume_in_place(run, trust)
     leave()
 
 

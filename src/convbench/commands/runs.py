@@ -27,7 +27,7 @@ def runs(
     """List the runs under DIR (default outputs/): start time, folder, model, dataset, overrides,
     epochs done, best validation and test accuracy, status (running, finished, failed,
     interrupted)."""
-    from convbench.run.folder import list_runs
+    from convbench.analysis.runs import list_runs
 
     try:
         rows = list_runs(root)

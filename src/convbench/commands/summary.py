@@ -85,9 +85,10 @@ def summarize_run(run_dir: Path, config_dirs: list[Path]) -> dict:
     from convbench.config.trust import check_config
     from convbench.models.anatomy import summarize
     from convbench.run.build import build_model, input_shape
+    from convbench.run.folder import RunFolder
 
-    trust = user_trust(config_dirs)
-    config, source = run_config(run_dir)
+    trust, run = user_trust(config_dirs), RunFolder(run_dir)
+    config, source = run_config(run, trust)
     check_config(config, trust, source)
     cfg = OmegaConf.create(config)
     model = build_model(cfg, torch.device("meta"))
@@ -100,34 +101,32 @@ def summarize_run(run_dir: Path, config_dirs: list[Path]) -> dict:
     return header | summarize(model, input_shape(cfg))
 
 
-def run_config(run_dir: Path) -> tuple[dict, str]:
-    """(the run's resolved config, the file it came from)."""
+def run_config(run, trust) -> tuple[dict, str]:
+    """(the run's resolved config, the file it came from): its best or last checkpoint's
+    (checked), else .hydra/config.yaml's."""
     import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     from convbench.config import schema
-    from convbench.run.checkpoint import load_checkpoint
-    from convbench.run.lifecycle import check_belongs_to_run
+    from convbench.run.lifecycle import read_checkpoint
 
-    for name in ("best.pt", "last.pt"):
-        path = run_dir / "checkpoints" / name
+    for which, path in (("best", run.best), ("last", run.last)):
         if path.is_file():
-            payload = load_checkpoint(path)
-            check_belongs_to_run(run_dir, payload)  # .hydra/config.yaml must agree with it
-            return payload.get("config"), str(path)
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
+            return read_checkpoint(run, which, trust).get("config"), str(path)
+    if not run.config_file.is_file():
         raise ConvbenchError(
-            f"{run_dir} is not a run folder: it has neither checkpoints/ nor .hydra/config.yaml. "
-            "Pass a folder that `convbench runs` lists, or overrides (model=lenet ...)."
+            f"{run.path} is not a run folder: it has neither checkpoints/ nor .hydra/config.yaml."
+            " Pass a folder that `convbench runs` lists, or overrides (model=lenet ...)."
         )
     schema.register()
     try:
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=True), str(path)
+        return OmegaConf.to_container(OmegaConf.load(run.config_file), resolve=True), str(
+            run.config_file
+        )
     except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as exc:
         reason = " ".join(str(exc).split())
-        raise ConvbenchError(f"{path} cannot be read as a config ({reason}).") from None
+        raise ConvbenchError(f"{run.config_file} cannot be read as a config ({reason}).") from None
 
 
 def _count(number: int) -> str:

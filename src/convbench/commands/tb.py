@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from convbench.analysis.board import LOOPBACK
+LOOPBACK = "127.0.0.1"  # TensorBoard has no authentication: this machine only, unless asked
 
 
 def tb(

@@ -62,7 +62,7 @@ def choose_precision(setting: str, device: torch.device, macs: int) -> Choice:
     return Choice("bf16", f"auto: native bf16 on {device.type}, {_millions(macs)}")
 
 
-def choose_channels_last(setting, model: nn.Module, device: torch.device, macs: int) -> Choice:
+def choose_channels_last(setting, model: nn.Module, *, device: torch.device, macs: int) -> Choice:
     switch = SWITCH_VALUES[str(setting).lower()]
     if switch is not None:
         return Choice(switch, "as set")
@@ -71,14 +71,3 @@ def choose_channels_last(setting, model: nn.Module, device: torch.device, macs: 
     if device.type not in ("cpu", "cuda") or not _pays(device, macs):
         return Choice(False, f"auto: {_millions(macs)} on {device.type}")
     return Choice(True, f"auto: conv net, {_millions(macs)} on {device.type}")
-
-
-def settled_channels_last(value) -> bool:
-    """trainer.channels_last after `convbench.run.build.settle_choices`, as a bool. A run's plain
-    config holds a bool there, but a config composed with the schema (the benchmarks, `compose`)
-    types the setting as a string, since it also takes `auto`, and reads back "True" or "False",
-    both truthy; an unsettled `auto` is a caller's bug. Every reader goes through here."""
-    switch = SWITCH_VALUES.get(str(value).lower())
-    if switch is None:
-        raise ValueError(f"trainer.channels_last={value!r} has not been settled to true or false")
-    return switch

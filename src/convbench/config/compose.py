@@ -11,8 +11,15 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-HINT = " Run `convbench train --help` to see every group, option and key."
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import MissingConfigException
+from omegaconf import DictConfig, OmegaConf
 
+from convbench.config import schema
+from convbench.errors import ConvbenchError
+
+HINT = " Run `convbench train --help` to see every group, option and key."
 
 
 def config_dir() -> Path:
@@ -26,6 +33,7 @@ def config_dir() -> Path:
     if (packaged / "config.yaml").is_file():
         return packaged
     return package.parents[1] / "conf"
+
 
 def quoted(value: str) -> str:
     """A value for Hydra's override grammar, single-quoted: a path may hold , = or spaces."""
@@ -59,10 +67,6 @@ def compose(
 
     Hydra's and OmegaConf's exceptions propagate; `describe_config_error` words them.
     """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from convbench.config import schema
 
     schema.register()
     overrides = list(overrides)
@@ -75,7 +79,6 @@ def compose(
 def user_error_inside(exc: BaseException):
     """The ConvbenchError a config error wraps (a resolver reading a folder dataset raised it),
     or None."""
-    from convbench.errors import ConvbenchError
 
     seen = exc
     while seen is not None:
@@ -87,7 +90,6 @@ def user_error_inside(exc: BaseException):
 
 def describe_config_error(exc: BaseException, overrides: Sequence[str] = ()) -> str:
     """One paragraph from a Hydra/OmegaConf error: what is wrong, the valid choices, a fix."""
-    from hydra.errors import MissingConfigException
 
     inner = user_error_inside(exc)
     if inner is not None:
@@ -140,7 +142,6 @@ def _unknown_key(full_key: str, overrides: Sequence[str]) -> str:
 def _keys_under(parent: str, overrides: Sequence[str]) -> list[str]:
     """The keys at `parent` in the config composed with the other overrides (best effort: the
     overrides may hold the very mistake being described)."""
-    from omegaconf import DictConfig, OmegaConf
 
     group_choices = [o for o in overrides if "." not in o.split("=")[0]]
     for attempt in (overrides, group_choices, []):

@@ -8,12 +8,17 @@ Optional fields are spelled `Optional[X]`: OmegaConf 2.3.0, which the pins allow
 `X | None` in structured configs (pyproject.toml exempts this file from ruff's UP045).
 """
 
+import dataclasses
 import secrets
+import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Optional
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+
+from convbench.data.kinds import KINDS
 
 
 class Device(StrEnum):
@@ -45,8 +50,8 @@ class Limits:
     allowed wherever the field is Optional.
     """
 
-    low: float | None = None
-    high: float | None = None
+    low: Optional[float] = None
+    high: Optional[float] = None
     low_open: bool = False
     off: str = ""
     each: bool = False
@@ -77,116 +82,201 @@ def limits(**bounds) -> dict:
     return {"limits": Limits(**bounds)}
 
 
+def key(help: str, default=MISSING, *, factory=None, **bounds):
+    """A schema field with its meaning (`help`: what `convbench train --help` and
+    docs/configuration.md say of it) and, given bounds, the `Limits` it must lie within."""
+    metadata = {"help": help, **(limits(**bounds) if bounds else {})}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 SEED_LIMITS = {"low": -(2**63), "high": 2**63 - 1}  # what torch.manual_seed accepts
+MAX_IMAGE_SIDE = 4096  # dataset.image_size, and the pixel amounts of the perturbations
 
 
 @dataclass
 class AugmentConfig:
-    # random crop after zero-padding by this many pixels; 0 = off
-    crop_padding: int = field(default=0, metadata=limits(low=0, off="no crop"))
-    flip: bool = False  # random horizontal flip
+    crop_padding: int = key(
+        "random translation: zero-pad by N pixels, then crop a random window of the original "
+        "size (each image moves by up to N pixels)",
+        0,
+        low=0,
+        off="no crop",
+    )
+    flip: bool = key("flip half of the images left-right", False)
 
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING
-    format: DataFormat = MISSING
-    torchvision_name: str = MISSING  # folder under data_dir and torchvision.datasets class
-    system_dirs: list[str] = field(default_factory=list)  # OS packages holding the files
-    num_classes: int = field(default=MISSING, metadata=limits(low=2))
-    in_channels: int = field(default=MISSING, metadata=limits(low=1))
-    native_size: int = field(default=MISSING, metadata=limits(low=1))  # side of the stored images
-    # side the model sees; batches are resized when it differs (each model has its own minimum)
-    image_size: int = field(default=MISSING, metadata=limits(low=1, high=4096))
-    # per channel, in [0, 1] units; null: the training split's, computed when it is loaded
-    mean: list[float] | None = None
-    std: list[float] | None = field(
-        default=None, metadata=limits(low=0, low_open=True, each=True)
+    name: str = key("the dataset's name (its config file in conf/dataset/)")
+    format: DataFormat = key("how its files are stored: idx, cifar or folder")
+    torchvision_name: str = key("folder under data_dir, and the torchvision.datasets class")
+    system_dirs: list[str] = key("folders OS packages install the files to", factory=list)
+    num_classes: int = key("classes to tell apart", low=2)
+    in_channels: int = key("channels of an image: 1 grey, 3 colour", low=1)
+    native_size: int = key("side of the stored (or decoded) images, in pixels", low=1)
+    image_size: int = key(
+        "side of the images the model sees; batches are resized on the device when it differs "
+        "from native_size",
+        low=1,
+        high=MAX_IMAGE_SIDE,
     )
-    classes: list[str] = field(default_factory=list)
-    root: str | None = None  # an explicit folder; nothing else is searched
-    data_dir: str = "${oc.env:CONVBENCH_DATA_DIR,data}"  # torchvision layout, downloads land here
-    download: bool = True
-    # carved from the training set with split_seed: a count (>= 1) or a fraction (< 1); best.pt
-    # is chosen on it, so it holds at least one image
-    val_size: float = field(default=5000, metadata=limits(low=0, low_open=True))
-    # folder datasets without a test/ folder: the test split, carved like val_size
-    test_size: float | None = field(default=None, metadata=limits(low=0, low_open=True))
-    split_seed: int = field(default=0, metadata=limits(**SEED_LIMITS))
-    # use only N training images
-    train_limit: int | None = field(default=None, metadata=limits(low=1))
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # folder datasets (convbench.data.folder): where the decoded cache goes (null: ROOT's
-    # .convbench-cache/), the memory the decoded images may take (null: half of this machine's),
-    # whether unreadable images are skipped (and counted) instead of stopping the run
-    cache_dir: str | None = None
-    max_memory_gb: float | None = field(default=None, metadata=limits(low=0, low_open=True))
-    skip_bad_images: bool = False
-    stream: bool = False  # read the images from disk every epoch (a DataLoader with workers)
-    # dataset.stream=true: the processes that read and decode images (per loader)
-    num_workers: int = field(
-        default=4, metadata=limits(low=0, high=1024, off="the training process reads them")
+    mean: Optional[list[float]] = key(
+        "per-channel mean in [0, 1] units; null: the training split's", None
+    )
+    std: Optional[list[float]] = key(
+        "per-channel standard deviation; null: the training split's",
+        None,
+        low=0,
+        low_open=True,
+        each=True,
+    )
+    classes: list[str] = key("class names, in label order", factory=list)
+    root: Optional[str] = key(
+        "the folder holding the files (or the images); when set, nothing else is searched", None
+    )
+    data_dir: str = key(
+        "torchvision's layout and downloads go here ($CONVBENCH_DATA_DIR, else ./data)",
+        "${oc.env:CONVBENCH_DATA_DIR,data}",
+    )
+    download: bool = key("download through torchvision when no files are found", True)
+    val_size: float = key(
+        "the validation split carved from the training images with split_seed: a count, or a "
+        "fraction (< 1); best.pt is chosen on it",
+        5000,
+        low=0,
+        low_open=True,
+    )
+    test_size: Optional[float] = key(
+        "image folders without a test/ folder: the test split, carved like val_size",
+        None,
+        low=0,
+        low_open=True,
+    )
+    split_seed: int = key("seed of the carved splits", 0, **SEED_LIMITS)
+    train_limit: Optional[int] = key("train on the first N training images only", None, low=1)
+    augment: AugmentConfig = key("augmentation of the training batches", factory=AugmentConfig)
+    cache_dir: Optional[str] = key(
+        "image folders: where decoded images are cached; null: ROOT/.convbench-cache/", None
+    )
+    max_memory_gb: Optional[float] = key(
+        "image folders: the memory decoded images may take; null: half of this machine's",
+        None,
+        low=0,
+        low_open=True,
+    )
+    skip_bad_images: bool = key(
+        "image folders: leave out (and count) images that cannot be decoded instead of stopping",
+        False,
+    )
+    stream: bool = key(
+        "image folders: read the files from disk every epoch instead of decoding them once",
+        False,
+    )
+    num_workers: int = key(
+        "stream=true: processes that read and decode images",
+        4,
+        low=0,
+        high=1024,
+        off="the training process reads them",
     )
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = field(default=MISSING, metadata=limits(low=1))
-    batch_size: int = field(default=MISSING, metadata=limits(low=1))
-    eval_batch_size: int = field(default=MISSING, metadata=limits(low=1))
-    device: Device = MISSING
-    precision: Precision = MISSING
-    # auto | true | false (a string: YAML's true/false arrive as "True"/"False"); convbench.config.auto
-    channels_last: str = MISSING
-    compile: bool = MISSING
-    grad_clip_norm: float | None = field(default=None, metadata=limits(low=0, off="no clipping"))
-    log_every_n_steps: int = field(
-        default=MISSING, metadata=limits(low=0, off="no step points, no step syncs")
+    epochs: int = key("passes over the training split", low=1)
+    batch_size: int = key(
+        "images per step (the global batch: each of N processes takes batch_size / N)", low=1
     )
-    checkpoint_every_n_steps: int = field(
-        default=MISSING, metadata=limits(low=0, off="at epoch ends only")
+    eval_batch_size: int = key("images per batch for validation and the test", low=1)
+    device: Device = key("auto (cuda, then mps, then cpu), cpu, cuda or mps")
+    precision: Precision = key(
+        "autocast: auto (bf16 where the device computes it natively and it pays), fp32, bf16, "
+        "fp16 (with a gradient scaler)"
     )
-    nonfinite_skips: int = field(default=MISSING, metadata=limits(low=0, off="stop at the first"))
-    init_from: str | None = None
-    log_images: bool = MISSING
-    histogram_every_n_epochs: int = field(
-        default=MISSING, metadata=limits(low=0, off="no histograms")
+    # a string: YAML's true/false arrive as "True"/"False" (convbench.config.auto)
+    channels_last: str = key(
+        "memory format: auto (conv nets on a CPU, large ones on a GPU), true or false"
     )
-    log_graph: bool = MISSING
-    progress: bool | None = None  # None: a bar only on a terminal
-    # None: torch's default
-    num_threads: int | None = field(default=None, metadata=limits(low=1, high=1024))
-    # cross-entropy against (1 - s) one-hot + s uniform targets (Szegedy et al. 2016); 0: off
-    label_smoothing: float = field(default=0.0, metadata=limits(low=0, high=0.5))
-    # an exponential moving average of the weights with this decay (e.g. 0.999) is what is
-    # validated, kept as best.pt and tested; 0: off
-    ema: float = field(default=0.0, metadata=limits(low=0, high=0.99999, off="no average"))
-    # stop when validation accuracy has not improved for N epochs; 0: off
-    early_stop_patience: int = field(default=0, metadata=limits(low=0, off="never stop early"))
-    # processes of one run; more than 1 starts them through torch's elastic launcher
-    devices: int = field(default=1, metadata=limits(low=1, high=1024))
-    sync_bn: bool = False  # batch norm statistics over all processes (SyncBatchNorm)
-
-
-# Pixels of a shift or sides of a square: beyond an image's side every amount does the same, so
-# the bound is the schema's largest image side.
-PIXEL_LIMITS = {"low": 0, "high": 4096, "each": True}
-
-
-@dataclass
-class EvaluateConfig:
-    """Robustness measured at the end of a run: the best weights tested once per value of each
-    list (one perturbation at a time; see convbench.data.perturb), recorded in metrics.json and
-    TensorBoard. Empty lists: nothing is tested."""
-
-    shift: list[int] = field(default_factory=list, metadata=limits(**PIXEL_LIMITS))  # pixels
-    occlude: list[int] = field(default_factory=list, metadata=limits(**PIXEL_LIMITS))  # side
-    clutter: list[int] = field(default_factory=list, metadata=limits(**PIXEL_LIMITS))  # side
-    # strength: 0 unchanged, 1 the strongest lighting changes
-    illumination: list[float] = field(
-        default_factory=list, metadata=limits(low=0, high=1, each=True)
+    compile: bool = key("torch.compile the model")
+    grad_clip_norm: Optional[float] = key(
+        "clip the global gradient norm to this value", None, low=0, off="no clipping"
     )
-    seed: int = field(default=0, metadata=limits(**SEED_LIMITS))  # as `convbench eval --seed`
+    log_every_n_steps: int = key(
+        "a train/loss_step point (the mean of the last N steps) and a NaN check every N steps",
+        low=0,
+        off="no step points, no step syncs",
+    )
+    checkpoint_every_n_steps: int = key(
+        "also save last.pt every N steps", low=0, off="at epoch ends only"
+    )
+    nonfinite_skips: int = key(
+        "skip up to N steps whose loss is NaN or infinite (one host sync per step)",
+        low=0,
+        off="stop at the first",
+    )
+    init_from: Optional[str] = key("start from the weights of this checkpoint", None)
+    log_images: bool = key(
+        "TensorBoard pictures: a training batch, filters and feature maps every epoch, the "
+        "confusion matrix"
+    )
+    histogram_every_n_epochs: int = key(
+        "TensorBoard weight and gradient histograms every N epochs", low=0, off="no histograms"
+    )
+    log_graph: bool = key("TensorBoard: the model graph, traced once at the start")
+    progress: Optional[bool] = key("the progress bar; null: only on a terminal", None)
+    num_threads: Optional[int] = key(
+        "torch's CPU threads; null: torch's default", None, low=1, high=1024
+    )
+    label_smoothing: float = key(
+        "cross-entropy against (1 - s) one-hot + s uniform targets (Szegedy et al. 2016)",
+        0.0,
+        low=0,
+        high=0.5,
+    )
+    ema: float = key(
+        "decay of an exponential moving average of the weights (e.g. 0.999): what is "
+        "validated, kept as best.pt and tested",
+        0.0,
+        low=0,
+        high=0.99999,
+        off="no average",
+    )
+    early_stop_patience: int = key(
+        "stop after N epochs without a better validation accuracy", 0, low=0, off="never"
+    )
+    devices: int = key(
+        "processes of one run (DistributedDataParallel); more than 1 starts them itself",
+        1,
+        low=1,
+        high=1024,
+    )
+    sync_bn: bool = key(
+        "with several processes: batch norm statistics over every process's batch", False
+    )
+
+
+def _robustness_fields() -> list:
+    """One list per perturbation kind of convbench.data.perturb.KINDS: pixels (whole numbers up
+    to the largest image side: beyond it every amount does the same) or a strength in [0, 1]."""
+    fields = []
+    for kind, about in KINDS.items():
+        help = f"test again under {kind} of each amount listed ({about.meaning})"
+        if about.whole:
+            bounds = {"low": 0, "high": MAX_IMAGE_SIDE, "each": True}
+            fields.append((kind, list[int], key(help, factory=list, **bounds)))
+        else:
+            bounds = {"low": 0, "high": 1, "each": True}
+            fields.append((kind, list[float], key(help, factory=list, **bounds)))
+    seed = key("seed of the perturbations, as `convbench eval --seed`", 0, **SEED_LIMITS)
+    return [*fields, ("seed", int, seed)]
+
+
+# Robustness measured at the end of a run: the best weights tested once per value of each list
+# (one perturbation at a time; see convbench.data.perturb), recorded in metrics.json and
+# TensorBoard. Empty lists: nothing is tested.
+RobustnessConfig = dataclasses.make_dataclass("RobustnessConfig", _robustness_fields())
 
 
 class Plot(StrEnum):
@@ -201,29 +291,41 @@ class ReportConfig:
     """The picture an experiment's question wants, drawn by `convbench compare --plot/--html`
     beside the learning curves (see convbench.analysis.report)."""
 
-    plot: Plot = Plot.none
-    # robustness: the perturbation kinds, comma-separated (a panel each); sweep: an override key
-    x: str | None = None
-    series: str | None = None  # sweep: the override whose values get a line each
-    log_x: bool = False
+    plot: Plot = key(
+        "none (learning curves only), robustness (accuracy against the amounts of the kinds in "
+        "x), sweep (accuracy against the key x, a line per value of series), params (accuracy "
+        "against parameters)",
+        Plot.none,
+    )
+    x: Optional[str] = key(
+        "robustness: the perturbation kinds, comma-separated; sweep: a config key", None
+    )
+    series: Optional[str] = key("sweep: the key whose values get a line each", None)
+    log_x: bool = key("a logarithmic x axis", False)
 
 
 @dataclass
 class Config:
-    model: Any = MISSING
-    dataset: DatasetConfig = MISSING
-    optimizer: Any = MISSING
-    scheduler: Any = MISSING
-    trainer: TrainerConfig = MISSING
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
-    seed: int = field(default=0, metadata=limits(**SEED_LIMITS))
+    model: Any = key("the network: a model config (conf/model/), its _target_ a class")
+    dataset: DatasetConfig = key("the data (conf/dataset/)")
+    optimizer: Any = key("a torch.optim class and its arguments (conf/optimizer/)")
+    scheduler: Any = key(
+        "a torch.optim.lr_scheduler class, stepped once per epoch (conf/scheduler/)"
+    )
+    trainer: TrainerConfig = key("how the run trains, logs and saves (conf/trainer/)")
+    robustness: RobustnessConfig = key(
+        "perturbed tests at the end of the run", factory=RobustnessConfig
+    )
+    report: ReportConfig = key(
+        "the picture `convbench compare --plot` draws (experiments set it)", factory=ReportConfig
+    )
+    seed: int = key(
+        "seeds Python, NumPy and torch, and the order of the training batches", 0, **SEED_LIMITS
+    )
 
 
 def limited_settings(schema=Config, prefix: str = "") -> dict[str, tuple[Limits, bool]]:
     """Every setting of the schema with limits: dotted key -> (limits, whether None is allowed)."""
-    import dataclasses
-    import typing
 
     found = {}
     hints = typing.get_type_hints(schema)
@@ -263,7 +365,6 @@ def check_ranges(cfg) -> None:
 
 def register() -> None:
     """Register the schema and the `convbench_uid` resolver. Safe to call more than once."""
-    from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="convbench_schema", node=Config)
     # use_cache: resolved once per config, so a run dir names the same folder every time.
@@ -276,6 +377,10 @@ def register() -> None:
     OmegaConf.register_new_resolver("folder_classes", _folder_classes, replace=True)
     OmegaConf.register_new_resolver("folder_channels", _folder_channels, replace=True)
     OmegaConf.register_new_resolver("len", len, replace=True)
+
+
+# The folder readers import Pillow and torch: only a config of an image folder pays for them,
+# so that a mistake in any other config is told before torch is imported.
 
 
 def _folder_classes(root: str) -> list[str]:

@@ -23,6 +23,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
 from convbench.errors import ConvbenchError
 
 # group -> (the modules its built-in targets live under, the dotted name of their base classes)
@@ -53,7 +56,6 @@ class Trust:
     @classmethod
     def of_folders(cls, folders: Iterable[str | Path]) -> "Trust":
         """Every `_target_` named by a YAML file under `folders` (the user's --config-dir)."""
-        import yaml
 
         folders = tuple(str(Path(folder).resolve()) for folder in folders)
         found: set[str] = set()
@@ -69,7 +71,6 @@ class Trust:
     def of_config(cls, config) -> "Trust":
         """Every `_target_` of a config the user composed on this command line (a sweep job's
         own config, say), so that a checkpoint found in its folder may name the same."""
-        from omegaconf import DictConfig, OmegaConf
 
         if isinstance(config, DictConfig):
             config = OmegaConf.to_container(config, resolve=False)
@@ -100,13 +101,13 @@ def check_config(config: dict, trust: Trust, source: str) -> None:
     for group in BUILT_GROUPS:
         for target in targets_in(config.get(group)):
             if target not in trust.targets and not is_built_in(group, target):
-                raise _refused(group, target, trust, source)
+                raise _refused(group, target, trust=trust, source=source)
 
 
-def check_target(group: str, target: str, trust: Trust, source: str) -> None:
+def check_target(group: str, target: str, *, trust: Trust, source: str) -> None:
     """`check_config` for one target of `group` (a sweep's recorded override, say)."""
     if target not in trust.targets and not is_built_in(group, target):
-        raise _refused(group, target, trust, source)
+        raise _refused(group, target, trust=trust, source=source)
 
 
 def is_built_in(group: str, target: str) -> bool:
@@ -141,7 +142,7 @@ def _locate(dotted: str):
     return None
 
 
-def _refused(group: str, target: str, trust: Trust, source: str) -> UntrustedTarget:
+def _refused(group: str, target: str, *, trust: Trust, source: str) -> UntrustedTarget:
     vouched = f" (the config folders given, {', '.join(trust.folders)}, do not name it)"
     return UntrustedTarget(
         f"{source} names {group}._target_={target}, which convbench will not run from a file: "

@@ -1,5 +1,8 @@
-"""Datasets held in memory as uint8 tensors, and batches cut from them on the device."""
+"""The data: datasets found and read into uint8 tensors (or lists of image files), batches cut,
+normalized and augmented on the device, and the test-time perturbations.
 
-from convbench.data.loader import Batches, Split, load_splits
-
-__all__ = ["Batches", "Split", "load_splits"]
+    formats.py   IDX and CIFAR readers and writers       sources.py  where a dataset's files are
+    folder.py    your own images: index, decode, cache   stream.py   a folder read every epoch
+    batches.py   Split, Splits, Batches (on the device)  loader.py   load_splits: all of the above
+    perturb.py   shifts, occlusion, clutter, illumination
+"""

@@ -31,9 +31,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from convbench.errors import DatasetError
+from convbench.files import atomic_write
+from convbench.monitor.console import make_progress
 
 log = logging.getLogger("convbench")
 
@@ -139,7 +143,6 @@ def folder_classes(root: str) -> list[str]:
 @lru_cache(maxsize=32)
 def folder_channels(root: str) -> int:
     """3 when any of up to CHANNEL_SAMPLE files (spread evenly) is in colour, else 1."""
-    from PIL import Image
 
     files = [path for split in index_folder(root).files.values() for path, _ in split]
     step = max(1, len(files) // CHANNEL_SAMPLE)
@@ -153,7 +156,7 @@ def folder_channels(root: str) -> int:
     return 1
 
 
-def cache_key(files: list[str], root: Path, side: int, channels: int) -> str:
+def cache_key(files: list[str], root: Path, *, side: int, channels: int) -> str:
     """A hash of every file's path (relative to ROOT), size and modification time, the side,
     the channels and the resize policy."""
     digest = hashlib.sha256(f"{RESIZE_POLICY}|{side}|{channels}\n".encode())
@@ -168,8 +171,6 @@ def cache_key(files: list[str], root: Path, side: int, channels: int) -> str:
 
 def decode(path: Path | str, side: int, channels: int) -> torch.Tensor:
     """One image as uint8 [channels, side, side] (see the module docstring's policy)."""
-    import numpy as np
-    from PIL import Image
 
     with Image.open(path) as image:
         image = image.convert("L" if channels == 1 else "RGB")
@@ -208,7 +209,6 @@ class Decoded:
 
 def _progress(total: int) -> Iterator[None]:
     """Advance once per image: a bar on a terminal, a log line per tenth otherwise."""
-    from convbench.monitor.console import make_progress
 
     progress = make_progress(None)
     progress.start_epoch(0, 0, total)
@@ -225,7 +225,9 @@ def _progress(total: int) -> Iterator[None]:
         progress.stop()
 
 
-def decode_all(files: list[tuple[str, int]], side: int, channels: int, skip_bad: bool) -> Decoded:
+def decode_all(
+    files: list[tuple[str, int]], *, side: int, channels: int, skip_bad: bool
+) -> Decoded:
     """Every file decoded on a pool of threads (Pillow decodes outside the GIL)."""
     images = torch.empty((len(files), channels, side, side), dtype=torch.uint8)
     kept, skipped = [], []
@@ -252,7 +254,7 @@ def decode_all(files: list[tuple[str, int]], side: int, channels: int, skip_bad:
     return Decoded(images[index] if skipped else images, labels, skipped)
 
 
-def check_memory(count: int, channels: int, side: int, limit_gb: float | None) -> None:
+def check_memory(count: int, *, channels: int, side: int, limit_gb: float | None) -> None:
     """Refuse to decode what would not fit: above `limit_gb` (default: half of this
     machine's memory), say so and what to do instead."""
     needed = count * channels * side * side
@@ -278,23 +280,18 @@ def _size(count: float) -> str:
     return f"{count:.0f} bytes"
 
 
-def _cache_file(cfg, index: FolderIndex, files: list[str], channels: int) -> Path:
-    folder = (
-        Path(cfg.cache_dir).expanduser()
-        if getattr(cfg, "cache_dir", None)
-        else index.root / CACHE_FOLDER
-    )
-    return folder / f"{cache_key(files, index.root, cfg.native_size, channels)}.pt"
+def _cache_file(cfg, index: FolderIndex, files: list[str], *, channels: int) -> Path:
+    folder = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else index.root / CACHE_FOLDER
+    return folder / f"{cache_key(files, index.root, side=cfg.native_size, channels=channels)}.pt"
 
 
 def load_decoded(cfg, index: FolderIndex, files: list[tuple[str, int]]) -> Decoded:
     """The images of `files`, from the cache when it holds them, else decoded (and cached).
     The caller has checked that they fit in memory (`check_memory`), with the other splits."""
-    from convbench.files import atomic_write
 
     channels = int(cfg.in_channels)
-    skip_bad = bool(getattr(cfg, "skip_bad_images", False))
-    cache = _cache_file(cfg, index, [path for path, _ in files], channels)
+    skip_bad = bool(cfg.skip_bad_images)
+    cache = _cache_file(cfg, index, [path for path, _ in files], channels=channels)
     if cache.is_file():
         try:
             saved = torch.load(cache, weights_only=True)
@@ -314,7 +311,7 @@ def load_decoded(cfg, index: FolderIndex, files: list[tuple[str, int]]) -> Decod
         cfg.native_size,
         _size(len(files) * channels * cfg.native_size**2),
     )
-    decoded = decode_all(files, cfg.native_size, channels, skip_bad)
+    decoded = decode_all(files, side=cfg.native_size, channels=channels, skip_bad=skip_bad)
     _report_skipped(decoded.skipped, skip_bad)
     payload = {"images": decoded.images, "labels": decoded.labels, "skipped": decoded.skipped}
     try:
@@ -352,8 +349,10 @@ def folder_splits(cfg) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     source, carved = _carved_splits(index)
     own = [name for name in ("val", "test") if name not in carved and name in index.files]
     total = sum(len(index.files[name]) for name in (source, *own))
-    limit = getattr(cfg, "max_memory_gb", None)
-    check_memory(total, int(cfg.in_channels), cfg.native_size, limit)  # every split together
+    limit = cfg.max_memory_gb
+    check_memory(
+        total, channels=int(cfg.in_channels), side=cfg.native_size, limit_gb=limit
+    )  # every split together
     whole = load_decoded(cfg, index, index.files[source])
     parts = carve_indices(len(whole.labels), cfg, carved)
     splits = {name: (whole.images[part], whole.labels[part]) for name, part in parts.items()}
@@ -391,7 +390,7 @@ def carve_indices(count: int, cfg, names: tuple[str, ...]) -> dict[str, torch.Te
     order = torch.randperm(count, generator=torch.Generator().manual_seed(cfg.split_seed))
     parts, start = {}, 0
     for name in names:  # a fraction is of all `count` images, not of what is left
-        size = split_count(getattr(cfg, f"{name}_size", None) or 0, count, f"{name}_size")
+        size = split_count(cfg[f"{name}_size"] or 0, count, f"{name}_size")
         if start + size >= count:
             raise DatasetError(
                 f"dataset.val_size and dataset.test_size take {start + size} of the {count} "

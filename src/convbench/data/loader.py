@@ -1,67 +1,47 @@
-"""The whole dataset as uint8 tensors in memory, and mini-batches cut from it on the device.
-
-No DataLoader and no per-sample Python: a batch is one index into the uint8 tensor, then a
-conversion, normalization and augmentation of the whole batch on the device. Shuffling and
-augmentation draw from generators seeded by (seed, epoch, batch index), so any batch of any epoch
-can be rebuilt exactly, which is what makes mid-epoch resume exact. In a distributed run each
-process takes its shard of every epoch (`Batches.num_samples`). A folder of images too large for
-memory is read from disk instead (convbench.data.stream), into the same batches: the order and
-the preparation on the device are `SeededBatches`', shared by both.
-"""
-
-import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+"""A dataset's three splits, found and read: the built-in datasets from their files
+(convbench.data.sources), image folders decoded once and cached (convbench.data.folder) or read
+from disk every epoch (convbench.data.stream)."""
 
 import torch
-import torch.nn.functional as F
 
+from convbench.data.batches import Split, Splits, channel_statistics, statistics, tensor_fingerprint
+from convbench.data.folder import folder_splits, split_count
 from convbench.data.sources import load_raw
+from convbench.data.stream import file_splits
 from convbench.errors import DatasetError
 
 
-@dataclass
-class Split:
-    images: torch.Tensor  # uint8 [N, C, H, W]
-    labels: torch.Tensor  # int64 [N]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def load_splits(dataset_cfg) -> dict:
+def load_splits(dataset_cfg) -> Splits:
     """Train, validation and test splits as uint8 tensors (`Split`). The built-in datasets carve
     the validation split from their training files with `split_seed`; folder datasets follow
-    their layout (convbench.data.folder). A dataset without mean/std gets the training split's.
+    their layout (convbench.data.folder). Mean and std are the config's, or the training
+    split's when the config has none (the config itself is never changed).
 
     A folder dataset with dataset.stream=true gives the same splits as files instead, decoded
     when their batches are read (`convbench.data.stream.file_splits`, `FileSplit`)."""
-    if str(dataset_cfg.format) == "folder" and getattr(dataset_cfg, "stream", False):
-        from convbench.data.stream import file_splits
-
+    if str(dataset_cfg.format) == "folder" and dataset_cfg.stream:
         return file_splits(dataset_cfg)
     if str(dataset_cfg.format) == "folder":
-        from convbench.data.folder import folder_splits
-
         pairs = folder_splits(dataset_cfg)
     else:
-        pairs = _carve_validation(dataset_cfg, *load_raw(dataset_cfg))
+        pairs = _carve_validation(dataset_cfg, load_raw(dataset_cfg))
     for images, labels in pairs.values():
         _check_shape_and_labels(dataset_cfg, images, labels)
     train_x, train_y = pairs["train"]
     if dataset_cfg.train_limit is not None:
         train_x, train_y = train_x[: dataset_cfg.train_limit], train_y[: dataset_cfg.train_limit]
-    fill_statistics(dataset_cfg, lambda: channel_statistics(train_x))
-    return {
+    splits = {
         "train": Split(train_x, train_y),
         "val": Split(*pairs["val"]),
         "test": Split(*pairs["test"]),
     }
+    mean, std = statistics(dataset_cfg, lambda: channel_statistics(train_x))
+    fingerprint = {name: tensor_fingerprint(s.images, s.labels) for name, s in splits.items()}
+    return Splits(**splits, mean=mean, std=std, fingerprint=fingerprint)
 
 
-def _carve_validation(dataset_cfg, train_x, train_y, test_x, test_y) -> dict:
-    from convbench.data.folder import split_count
-
+def _carve_validation(dataset_cfg, raw) -> dict:
+    train_x, train_y, test_x, test_y = raw
     val_size = split_count(dataset_cfg.val_size, len(train_y), "val_size")
     order = torch.randperm(
         len(train_y), generator=torch.Generator().manual_seed(dataset_cfg.split_seed)
@@ -87,175 +67,3 @@ def _check_shape_and_labels(dataset_cfg, images: torch.Tensor, labels: torch.Ten
             f"dataset.num_classes={dataset_cfg.num_classes}. Set dataset.num_classes to "
             f"{int(labels.max()) + 1} or more, or check dataset.root."
         )
-
-
-def fill_statistics(dataset_cfg, compute) -> None:
-    """Set the mean or std the config lacks (None) from `compute()` -> (mean, std); a given one
-    is kept."""
-    missing = [key for key in ("mean", "std") if getattr(dataset_cfg, key, None) is None]
-    if missing:
-        mean, std = compute()
-        for key, value in (("mean", mean), ("std", std)):
-            if key in missing:
-                setattr(dataset_cfg, key, value)
-
-
-def channel_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of uint8 images [N, C, H, W], in [0, 1] units."""
-    moments = PixelMoments(images.shape[1])
-    for chunk in images.split(64):  # int64 copies of a few images at a time
-        moments.add(chunk)
-    return moments.statistics()
-
-
-class PixelMoments:
-    """Per-channel sums of uint8 pixels and of their squares, added a batch at a time. The sums
-    are integers, hence exact: the statistics do not depend on how the images were cut into
-    batches, so a streamed split's sample that holds every image gives the cached numbers."""
-
-    def __init__(self, channels: int):
-        self.pixels = 0  # per channel
-        self.total = torch.zeros(channels, dtype=torch.int64)
-        self.squares = torch.zeros(channels, dtype=torch.int64)
-
-    def add(self, images: torch.Tensor) -> None:
-        wide = images.to(torch.int64)  # [B, C, H, W]
-        self.total += wide.sum(dim=(0, 2, 3))
-        self.squares += (wide * wide).sum(dim=(0, 2, 3))
-        self.pixels += images.numel() // images.shape[1]
-
-    def statistics(self) -> tuple[list[float], list[float]]:
-        """(mean, std) in [0, 1] units, rounded to 6 digits; std unbiased, at least 1e-6."""
-        n, total, squares = self.pixels, self.total.double(), self.squares.double()
-        mean = total / n / 255.0
-        variance = (squares - total * total / n) / max(n - 1, 1) / 255.0**2
-        std = variance.clamp_min(0).sqrt().clamp_min(1e-6)
-        return [round(v, 6) for v in mean.tolist()], [round(v, 6) for v in std.tolist()]
-
-
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by `padding` and cut a random window of the original size per image."""
-    batch, _, height, width = images.shape
-    padded = F.pad(images, (padding,) * 4)  # [B, C, H + 2p, W + 2p]
-    device = images.device
-    dy = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
-    dx = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
-    # Every window as a view ([B, C, 2p + 1, 2p + 1, H, W], no copy), then one pick per image:
-    # about a quarter of the time of indexing rows and columns pixel by pixel.
-    windows = padded.unfold(2, height, 1).unfold(3, width, 1)
-    return windows[torch.arange(batch, device=device), :, dy, dx]  # [B, C, H, W]
-
-
-def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip each image left-right with probability 1/2."""
-    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(3), images)
-
-
-class SeededBatches:
-    """What `Batches` and `convbench.data.stream.StreamBatches` share: the size of an epoch and
-    of this process's shard, the order of an epoch's images (a function of (seed, epoch), drawn
-    on the device), and the preparation of a uint8 batch on the device (augmentation drawn from
-    (seed, epoch, batch index), conversion, normalization, resize, memory format). Whatever
-    brings the uint8 images, the batches of a given epoch are therefore the same."""
-
-    def __init__(
-        self,
-        count: int,
-        *,
-        batch_size: int,
-        device: torch.device,
-        mean: list[float],
-        std: list[float],
-        image_size: int,
-        shuffle: bool = False,
-        augment=None,
-        channels_last: bool = False,
-        seed: int = 0,
-        shard: tuple[int, int] = (0, 1),
-    ):
-        self.count = count  # images in the whole split
-        self.rank, self.world_size = shard
-        self.batch_size = batch_size
-        self.device = torch.device(device)
-        self.image_size = image_size
-        self.shuffle = shuffle
-        self.crop_padding = augment.crop_padding if augment is not None else 0
-        self.flip = bool(augment.flip) if augment is not None else False
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.seed = seed
-        std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
-        mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        # (x / 255 - mean) / std  ==  x * scale - shift, one fused multiply-add per batch.
-        self.scale = 1.0 / (255.0 * std_t)
-        self.shift = mean_t / std_t
-
-    def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
-
-    @property
-    def num_samples(self) -> int:
-        """Images this process takes per epoch: its shard of the split.
-
-        Shuffled (training) splits are cut into equal shards, rank r taking every world_size-th
-        image of the epoch's permutation from position r; the last `n % world_size` images of
-        the permutation, a different few each epoch, are left out, so every rank runs the same
-        number of steps and none waits forever for another. In-order (evaluation) splits are
-        cut the same way without leaving anything out: every image is tested exactly once.
-        """
-        if self.world_size == 1:
-            return self.count
-        if self.shuffle:
-            return self.count // self.world_size
-        return len(range(self.rank, self.count, self.world_size))
-
-    def _generator(self, *key: int) -> torch.Generator:
-        # Distinct streams for (seed, epoch[, batch]) without keeping generator state around.
-        mixed = hash((self.seed, *key)) & 0x7FFF_FFFF_FFFF_FFFF
-        return torch.Generator(device=self.device).manual_seed(mixed)
-
-    def order(self, epoch: int) -> torch.Tensor:
-        """This process's split indices for `epoch`, in the order they are trained (on the
-        device): batch i is order[i * batch_size : (i + 1) * batch_size]."""
-        if self.shuffle:
-            order = torch.randperm(self.count, generator=self._generator(epoch), device=self.device)
-        else:
-            order = torch.arange(self.count, device=self.device)
-        if self.world_size > 1:  # this rank's shard (see num_samples)
-            end = self.num_samples * self.world_size if self.shuffle else self.count
-            order = order[self.rank : end : self.world_size]
-        return order
-
-    def _prepare(self, images: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
-        """Batch `index` of `epoch` as the model sees it, from its uint8 images on the device."""
-        if self.crop_padding or self.flip:
-            # Each rank its own draws (a single process keeps the (epoch, batch) key).
-            key = (epoch, index) if self.world_size == 1 else (epoch, index, self.rank)
-            generator = self._generator(*key)
-            if self.crop_padding:
-                images = random_crop(images, self.crop_padding, generator)
-            if self.flip:
-                images = random_flip(images, generator)
-        x = images.float().mul_(self.scale).sub_(self.shift)
-        if x.shape[-1] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear")
-        return x.contiguous(memory_format=self.memory_format)
-
-
-class Batches(SeededBatches):
-    """Mini-batches of one split held on `device`, normalized (and optionally augmented) there.
-    Keyword arguments: `SeededBatches`'."""
-
-    def __init__(self, split: Split, **settings):
-        super().__init__(len(split), **settings)
-        self.images = split.images.to(self.device)
-        self.labels = split.labels.to(self.device)
-
-    def epoch(
-        self, epoch: int, start_batch: int = 0
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of `epoch` from `start_batch` on: (float images [B, C, S, S], labels [B])."""
-        order = self.order(epoch)
-        for index in range(start_batch, len(self)):
-            idx = order[index * self.batch_size : (index + 1) * self.batch_size]
-            yield self._prepare(self.images[idx], epoch, index), self.labels[idx]

@@ -1,6 +1,6 @@
 """Test-time perturbations for the lecture's claims about convnets: tolerance to shifts,
 occlusion, clutter and strange illuminations (`convbench eval RUN_DIR --shift N --occlude S
---clutter S --illumination s`, or a run's `evaluate` block).
+--clutter S --illumination s`, or a run's `robustness` block); convbench.data.kinds names them.
 
 All work on a whole uint8 batch at once and are seeded, so the same command perturbs the same
 images the same way for every model compared:
@@ -16,6 +16,8 @@ images the same way for every model compared:
 
 import torch
 import torch.nn.functional as F
+
+from convbench.data.kinds import KINDS
 
 # The 8 compass directions (dy, dx) a shift can take.
 _DIRECTIONS = torch.tensor([[-1, -1], [-1, 0], [-1, 1], [0, -1], [0, 1], [1, -1], [1, 0], [1, 1]])
@@ -97,23 +99,19 @@ def illuminate(images: torch.Tensor, strength: float, generator: torch.Generator
     return pixels.to(torch.uint8)
 
 
-def perturb(
-    images: torch.Tensor,
-    *,
-    shift_pixels=0,
-    occlude_side=0,
-    clutter_side=0,
-    illumination=0.0,
-    seed=0,
-):
-    """Apply clutter, then occlusion, then the shift, then the illumination (which lights the
-    whole picture, background and occluder included) to uint8 images [N, C, H, W].
+def perturb(images: torch.Tensor, amounts: dict, seed: int = 0) -> torch.Tensor:
+    """Apply `amounts` ({kind: amount} of KINDS, a missing kind 0) to uint8 images
+    [N, C, H, W]: clutter, then occlusion, then the shift, then the illumination (which lights
+    the whole picture, background and occluder included).
 
     The draws come from one generator seeded with `seed`, in that order; a perturbation at 0
     draws nothing, so a perturbation's draws do not depend on whether a later one is on.
     """
+    unknown = set(amounts) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown perturbation(s) {sorted(unknown)}; known: {list(KINDS)}")
     generator = torch.Generator().manual_seed(seed)
-    images = clutter(images, clutter_side, generator)
-    images = occlude(images, occlude_side, generator)
-    images = shift(images, shift_pixels, generator)
-    return illuminate(images, illumination, generator)
+    images = clutter(images, int(amounts.get("clutter", 0)), generator)
+    images = occlude(images, int(amounts.get("occlude", 0)), generator)
+    images = shift(images, int(amounts.get("shift", 0)), generator)
+    return illuminate(images, float(amounts.get("illumination", 0.0)), generator)

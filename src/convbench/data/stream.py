@@ -13,8 +13,12 @@ No image is held but those of the batches in flight: the workers' prefetched uin
 (2 per worker) and the one being trained on; the splits themselves are lists of paths.
 """
 
+import hashlib
 import logging
 import math
+import os
+import signal
+import threading
 import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +28,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from convbench.data.batches import PixelMoments, SeededBatches, Splits, statistics
 from convbench.data.folder import bad_image_error, decode_all, decode_or_problem, folder_files
-from convbench.data.loader import PixelMoments, SeededBatches, fill_statistics
 from convbench.errors import DatasetError
 
 log = logging.getLogger("convbench")
@@ -54,13 +58,16 @@ class FileSplit:
     @property
     def images(self) -> torch.Tensor:
         """Every image, decoded into memory: uint8 [N, C, side, side]. Only the perturbed tests
-        (`evaluate.*`, `convbench eval --shift ...`: a perturbation draws over the whole split
+        (`robustness.*`, `convbench eval --shift ...`: a perturbation draws over the whole split
         at once) and `convbench eval --feature-maps` ask for it. A file that cannot be decoded
         stops them (the labels would no longer match)."""
-        log.info("decoding the %d images of a streamed split into memory for the perturbed "
-                 "test or the feature maps", len(self.files))  # fmt: skip
+        log.info(
+            "decoding the %d images of a streamed split into memory for the perturbed "
+            "test or the feature maps",
+            len(self.files),
+        )
         labelled = list(zip(self.files, self.labels.tolist(), strict=True))
-        return decode_all(labelled, self.side, self.channels, skip_bad=False).images
+        return decode_all(labelled, side=self.side, channels=self.channels, skip_bad=False).images
 
 
 class ImageFiles(Dataset):
@@ -116,7 +123,6 @@ def reader_signals(worker_id: int) -> None:
     batches already asked for, which the training process may be waiting for before it can stop
     (a reader gone at once would fail the run), and status 0 is not taken for a crash. A reader
     keeping the training process's own handler would log the stop a second time and never end."""
-    import signal
 
     for name in ("SIGINT", "SIGUSR1"):
         if hasattr(signal, name):
@@ -125,8 +131,6 @@ def reader_signals(worker_id: int) -> None:
 
 
 def _leave_soon(number, frame) -> None:
-    import os
-    import threading
 
     # A thread: the reader's main thread may be inside a long decode when the time is up.
     timer = threading.Timer(READER_GRACE_S, os._exit, args=(0,))
@@ -196,14 +200,14 @@ class StreamBatches(SeededBatches):
         return images[keep], labels[keep]
 
 
-def file_splits(cfg) -> dict[str, FileSplit]:
+def file_splits(cfg) -> Splits:
     """Train, validation and test of a folder dataset as files (dataset.stream=true): the
     splits the cached path decodes (`folder.folder_files`), dataset.train_limit applied. A
     config without mean/std gets those of up to STATISTICS_SAMPLE training images spread evenly
     over the split (all of them when it is no larger, then the numbers equal the cached path's),
     decoded a few at a time and not kept."""
     side, channels = int(cfg.native_size), int(cfg.in_channels)
-    skip = bool(getattr(cfg, "skip_bad_images", False))
+    skip = bool(cfg.skip_bad_images)
     splits = {}
     for name, labelled in folder_files(cfg).items():
         if name == "train" and cfg.train_limit is not None:
@@ -216,8 +220,18 @@ def file_splits(cfg) -> dict[str, FileSplit]:
                 "folder, or check dataset.root."
             )
         splits[name] = FileSplit([path for path, _ in labelled], labels, side, channels, skip)
-    fill_statistics(cfg, lambda: sample_statistics(splits["train"]))
-    return splits
+    mean, std = statistics(cfg, lambda: sample_statistics(splits["train"]))
+    fingerprint = {name: _files_fingerprint(split) for name, split in splits.items()}
+    return Splits(**splits, mean=mean, std=std, fingerprint=fingerprint)
+
+
+def _files_fingerprint(split: FileSplit) -> str:
+    """A short hash of a split's file names (relative to nothing: as listed) and labels."""
+    digest = hashlib.sha256()
+    for path in split.files:
+        digest.update(str(path).encode() + b"\0")
+    digest.update(split.labels.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def sample_statistics(split: FileSplit) -> tuple[list[float], list[float]]:

@@ -20,13 +20,33 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hydra
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from convbench.config import schema
+from convbench.config.compose import compose, config_dir, describe_config_error, quoted
 from convbench.errors import EXIT_FAILED_JOBS, ConvbenchError
+from convbench.files import write_failed
+from convbench.launch.sweeps import failed_jobs, is_job_failure
 
 log = logging.getLogger("convbench")
 
 # Hydra flags that print something and run nothing: no folder is decided for them.
-INSPECTING_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
-                    "--shell-completion", "-sc", "--version"}  # fmt: skip
+INSPECTING_FLAGS = {
+    "--cfg",
+    "-c",
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--version",
+}
 
 
 @dataclass
@@ -39,24 +59,17 @@ class TrainOutcome:
     # A single run's failure, handed from the task back to `train` in the same process: given
     # to Hydra instead, it would print its own "Error executing job" line ahead of our paragraph.
     single_run_failure: Exception | None = None
+    ran: bool = False  # a job ran in this process (not only composed, or printed by --cfg)
 
 
 def train(arguments: list[str]) -> TrainOutcome:
     """Run `convbench train ARGUMENTS` (Hydra overrides and flags) to its end."""
-    import hydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from convbench.config import schema
-    from convbench.config.compose import config_dir, describe_config_error
-    from convbench.files import write_failed
-    from convbench.launch.callback import ConfigRejected
-    from convbench.launch.distributed import one_folder_for_all_ranks
-    from convbench.launch.sweeps import failed_jobs, is_job_failure
-    from convbench.run.ranks import leave
 
     schema.register()
-    arguments = one_folder_for_all_ranks(arguments)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: one folder for all
+        from convbench.launch.distributed import one_folder_for_all_ranks
+
+        arguments = one_folder_for_all_ranks(arguments)
     outcome = TrainOutcome(sweep_dir=_decided_sweep_dir(arguments))
     if outcome.sweep_dir is not None:
         arguments = [*arguments, f"hydra.sweep.dir={_quoted(str(outcome.sweep_dir))}"]
@@ -75,13 +88,18 @@ def train(arguments: list[str]) -> TrainOutcome:
         raise ConvbenchError(describe_config_error(exc, arguments)) from None
     except OSError as exc:  # Hydra could not write a run folder's .hydra/ or train.log
         where = Path(exc.filename or "outputs")
-        raise write_failed("the run folder's files, at", where, exc, "Nothing was trained.") from None
+        raise write_failed(
+            "the run folder's files, at", where, exc, kept="Nothing was trained."
+        ) from None
     except Exception as exc:
         if not is_job_failure(exc, failed_jobs(sweep_dirs)):
             raise  # not a job's failure: a bug around the sweep
     if outcome.single_run_failure is not None:  # its peers may never reach leave()'s barrier
         raise outcome.single_run_failure
-    leave()
+    if outcome.ran:  # a job ran in this process: leave its process group, if it joined one
+        from convbench.run.ranks import leave
+
+        leave()
     outcome.failed_jobs = failed_jobs(sweep_dirs)
     outcome.exit_code = EXIT_FAILED_JOBS if outcome.failed_jobs else 0
     return outcome
@@ -105,7 +123,6 @@ def _as_hydra_sees_it(arguments: list[str]):
 
 
 def _quoted(value: str) -> str:
-    from convbench.config.compose import quoted
 
     return quoted(value)
 
@@ -116,10 +133,6 @@ def _decided_sweep_dir(arguments: list[str]) -> Path | None:
     that only prints, or when the config does not compose (Hydra then reports why)."""
     if not {"-m", "--multirun"} & set(arguments) or INSPECTING_FLAGS & set(arguments):
         return None
-    from hydra._internal.utils import get_args_parser
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from convbench.config.compose import compose
 
     try:
         parsed = get_args_parser().parse_intermixed_args(arguments)
@@ -132,70 +145,18 @@ def _decided_sweep_dir(arguments: list[str]) -> Path | None:
 
 
 def _task(cfg, arguments: list[str], outcome: TrainOutcome) -> dict:
-    """One job: train in the folder Hydra made for it; a sweep's job that already has a
-    checkpoint there continues from it (a sweep run again into its own folder)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    """Hydra's task function: one job (convbench.launch.job). Imported here, when a job runs,
+    so that torch is not imported before a mistake in the config is told."""
+    from convbench.launch import job
 
-    from convbench.errors import RunInterrupted, RunInUse
-
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
-    try:
-        return _run_job(cfg, run_dir, sweeping, arguments)
-    except RunInterrupted as stop:
-        if sweeping:  # the whole sweep is what to resume
-            stop.run_dir = str(Path(hydra_cfg.sweep.dir).resolve())
-        raise
-    except Exception as exc:
-        if not isinstance(exc, RunInUse):  # the holder's status.json is not ours to write
-            _record_failure(run_dir, exc)
-        if not sweeping:
-            outcome.single_run_failure = exc
-            return {}
-        _log_job_failure(hydra_cfg.job.num, exc)
-        raise
+    outcome.ran = True
+    return job.run(cfg, arguments, outcome)
 
 
-def _run_job(cfg, run_dir: Path, sweeping: bool, arguments: list[str]) -> dict:
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+class ConfigRejected(BaseException):
+    """Carries what the checks of convbench.launch.callback raised (a `ConvbenchError`, or a
+    bug's own exception) past Hydra's callback runner to `train`, which raises it again."""
 
-    from convbench.config.compose import describe_config_error
-    from convbench.config.trust import Trust
-    from convbench.launch.distributed import share_the_machine, train_on_devices
-    from convbench.launch.preflight import preflight
-    from convbench.run.lifecycle import resume as resume_run
-    from convbench.run.lifecycle import train as train_run
-    from convbench.run.ranks import place
-
-    try:
-        if sweeping:  # a single run was checked before its folder was made
-            share_the_machine(cfg)
-            preflight(cfg)
-            if (run_dir / "checkpoints" / "last.pt").is_file():
-                # The job's own config (composed from the sweep's command line) says which
-                # code its checkpoint may name.
-                return resume_run(run_dir, Trust.of_config(cfg))
-        if cfg.trainer.devices > 1 and not place().is_distributed:
-            train_on_devices(cfg.trainer.devices, run_dir, arguments)
-        return train_run(cfg, run_dir)
-    except (HydraException, OmegaConfBaseException) as exc:  # a value that cannot resolve
-        raise ConvbenchError(describe_config_error(exc)) from None
-
-
-def _record_failure(run_dir: Path, exc: Exception) -> None:
-    from convbench.run.folder import STATUS_FILE, read_json, record_status
-
-    if (read_json(run_dir / STATUS_FILE) or {}).get("status") != "failed":
-        record_status(run_dir, "failed", error=str(exc))
-
-
-def _log_job_failure(number, exc: Exception) -> None:
-    from convbench.launch.sweeps import one_line
-
-    if isinstance(exc, ConvbenchError):
-        log.error("job %s failed: %s", number, one_line(str(exc)))
-    else:  # a bug: its traceback goes to the job's train.log
-        log.exception("job %s failed with a bug", number)
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error

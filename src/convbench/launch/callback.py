@@ -15,22 +15,16 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from convbench.config.schema import check_ranges
 from convbench.errors import ConvbenchError
-
-
-class ConfigRejected(BaseException):
-    """Carries what the checks raised (a `ConvbenchError`, or a bug's own exception) past
-    Hydra's callback runner to `convbench train`, which raises it again."""
-
-    def __init__(self, error: Exception):
-        super().__init__(str(error))
-        self.error = error
+from convbench.launch.app import ConfigRejected
+from convbench.launch.preflight import preflight
+from convbench.run.folder import RunFolder
+from convbench.run.ranks import place
 
 
 class ConvbenchCallback(Callback):
     def on_run_start(self, config, **kwargs) -> None:
-        from convbench.launch.preflight import preflight
-        from convbench.run.ranks import place
 
         try:
             if place().is_main:  # another rank's folder is rank 0's, which may be writing it
@@ -40,7 +34,6 @@ class ConvbenchCallback(Callback):
             raise ConfigRejected(error) from None
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from convbench.config.schema import check_ranges
 
         try:
             check_ranges(config)
@@ -51,9 +44,8 @@ class ConvbenchCallback(Callback):
 def _refuse_a_used_folder(run_dir: Path) -> None:
     """A new run never writes into a folder that already holds one (hydra.run.dir=...): its
     checkpoints and curves would be overwritten or mixed."""
-    from convbench.run.folder import STATUS_FILE
 
-    if (run_dir / STATUS_FILE).is_file():
+    if RunFolder(run_dir).status_file.is_file():
         raise ConvbenchError(
             f"{run_dir} already holds a run. Continue it with `convbench resume {run_dir}`, or "
             "give the new run a folder of its own (leave hydra.run.dir out: every run gets a new "

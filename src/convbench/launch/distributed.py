@@ -8,7 +8,15 @@ import logging
 import os
 from pathlib import Path
 
+import torch
+from hydra.core.hydra_config import HydraConfig
+from torch.distributed import run as torchrun
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+from convbench.config.compose import compose, quoted
 from convbench.errors import EXIT_INTERRUPTED, ConvbenchError
+from convbench.run.ranks import broadcast_text, join, place
 
 log = logging.getLogger("convbench")
 
@@ -18,11 +26,6 @@ def launch_local(processes: int, arguments: list[str]) -> int:
     torch's elastic launcher (what `torchrun --standalone --nproc-per-node=N` does) and wait.
     Returns the exit code: 0, or the first failed process's (3 after a stop signal, which the
     launcher passes on to every process)."""
-    import logging
-
-    from torch.distributed import run as torchrun
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     # The processes report their own errors; the launcher's report of the same would repeat it.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
@@ -42,8 +45,6 @@ def one_folder_for_all_ranks(arguments: list[str]) -> list[str]:
     one run folder, and only rank 0 may write it. Rank 0 chooses the folder (hydra.run.dir as it
     resolves, unless the command line gives it) and tells the others, which write no .hydra/ and
     no train.log. Outside torchrun: the arguments unchanged."""
-    from convbench.config.compose import quoted
-    from convbench.run.ranks import broadcast_text, join, place
 
     here = place()
     if not here.is_distributed:
@@ -74,7 +75,6 @@ def one_folder_for_all_ranks(arguments: list[str]) -> list[str]:
 
 def _resolved_run_dir(arguments: list[str]) -> str:
     """hydra.run.dir as `convbench train ARGUMENTS` would resolve it ("" when it cannot)."""
-    from convbench.config.compose import compose
 
     flags = [arg for arg in arguments if not arg.startswith("-")]
     try:
@@ -86,7 +86,6 @@ def _resolved_run_dir(arguments: list[str]) -> str:
 def train_on_devices(devices: int, run_dir: Path, arguments: list[str]) -> None:
     """trainer.devices=N: the run's N processes, started by torch's elastic launcher, train it
     in the folder Hydra just made; this process waits and exits with their exit code."""
-    from convbench.config.compose import quoted
 
     own = [arg for arg in arguments if not arg.startswith("hydra.run.dir=")]
     code = launch_local(devices, ["train", *own, f"hydra.run.dir={quoted(str(run_dir))}"])
@@ -98,12 +97,10 @@ def share_the_machine(cfg) -> None:
     says otherwise, each takes an equal part of the cores (torch's default would give every
     job all of them, and they would fight over them); with several GPUs, job k takes GPU
     k mod their number."""
-    from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
     if "joblib" not in str(hydra_cfg.launcher.get("_target_", "")).lower():
         return
-    import torch
 
     cores = os.cpu_count() or 1
     jobs = int(hydra_cfg.launcher.get("n_jobs") or -1)

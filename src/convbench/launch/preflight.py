@@ -20,13 +20,14 @@ import warnings
 import torch
 from omegaconf import OmegaConf
 
+from convbench.config.auto import SWITCH_VALUES
 from convbench.config.compose import user_error_inside
-from convbench.config.schema import check_ranges
+from convbench.config.schema import MAX_IMAGE_SIDE, check_ranges
 from convbench.errors import ConvbenchError
-from convbench.run.build import build, build_model, build_scheduler, input_shape
+from convbench.run.build import build, build_model, build_scheduler, input_shape, warmup_epochs
+from convbench.run.ranks import place
 
 META = torch.device("meta")
-IMAGE_SIZE_LIMIT = 4096  # the schema's limit of dataset.image_size
 
 
 def preflight(cfg) -> None:
@@ -48,7 +49,6 @@ def preflight(cfg) -> None:
 
 
 def _check_switches(cfg) -> None:
-    from convbench.config.auto import SWITCH_VALUES
 
     value = str(cfg.trainer.channels_last)
     if value.lower() not in SWITCH_VALUES:
@@ -57,7 +57,7 @@ def _check_switches(cfg) -> None:
             "(auto: channels_last for conv nets on a CPU, and for big ones on a GPU)."
         )
     data = cfg.dataset
-    if data.get("stream") and str(data.format) != "folder":
+    if data.stream and str(data.format) != "folder":
         raise ConvbenchError(
             f"dataset.stream=true reads image files from a folder (dataset=imagefolder), but "
             f"dataset={data.name} is read from its {data.format} files into memory. Leave out "
@@ -68,7 +68,6 @@ def _check_switches(cfg) -> None:
 
 def _check_batch_splits(cfg) -> None:
     """The global batch must split evenly over a distributed run's processes."""
-    from convbench.run.ranks import place
 
     here = place()
     processes = here.world_size if here.is_distributed else cfg.trainer.devices
@@ -105,7 +104,7 @@ def _fits(cfg, side: int) -> bool:
 def _raise_if_too_small(cfg, side: int) -> None:
     """When larger images would work, say so with the smallest side that does (a binary search
     over sides, each a model built on the meta device)."""
-    largest = min(max(4 * side, 64), IMAGE_SIZE_LIMIT)
+    largest = min(max(4 * side, 64), MAX_IMAGE_SIDE)
     if side >= largest or not _fits(cfg, largest):
         return  # not a matter of size: the caller reports what went wrong
     low, high = side, largest  # fails at low, works at high
@@ -131,7 +130,7 @@ def _check_learning_rate(cfg, lr: float, epoch: int) -> None:
 
 def _check_schedule(cfg) -> None:
     """Step the optimizer's schedule through every epoch of the run on a one-number parameter."""
-    warmup, epochs = int(cfg.scheduler.get("warmup_epochs") or 0), int(cfg.trainer.epochs)
+    warmup, epochs = warmup_epochs(cfg.scheduler), int(cfg.trainer.epochs)
     if warmup >= epochs:
         raise ConvbenchError(
             f"scheduler.warmup_epochs={warmup} leaves none of the trainer.epochs={epochs} epochs "

@@ -10,36 +10,24 @@ import re
 from pathlib import Path
 
 from convbench.config.compose import quoted
+from convbench.config.trust import BUILT_GROUPS, Trust, check_target
 from convbench.errors import ConvbenchError
-from convbench.run.folder import (
-    HYDRA_FOLDER,
-    STATUS_FILE,
-    find_run_dirs,
-    read_json,
-    read_yaml,
-    run_status,
-)
+from convbench.run.folder import find_runs, read_yaml
 
 
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def job_number(run_dir: Path):
-    """The job's `hydra.job.num` from its .hydra/hydra.yaml ("?" when unreadable)."""
-    hydra = read_yaml(run_dir / HYDRA_FOLDER / "hydra.yaml") or {}
-    return ((hydra.get("hydra") or {}).get("job") or {}).get("num", "?")
-
-
 def failed_jobs(sweep_dirs: list[Path]) -> list[dict]:
     """{num, run_dir, error} of every job whose status.json says it failed, in job order."""
     failed = []
     for sweep_dir in sweep_dirs:
-        for run_dir in find_run_dirs(sweep_dir):
-            status = read_json(run_dir / STATUS_FILE) or {}
+        for run in find_runs(sweep_dir):
+            status = run.status() or {}
             if status.get("status") == "failed":
                 error = one_line(status.get("error") or "")
-                failed.append({"num": job_number(run_dir), "run_dir": str(run_dir), "error": error})
+                failed.append({"num": run.job_number(), "run_dir": str(run.path), "error": error})
     return sorted(failed, key=lambda job: (str(job["num"]).zfill(9), job["run_dir"]))
 
 
@@ -96,7 +84,6 @@ def relaunch_arguments(sweep_dir: Path, config_dirs: list[Path] = ()) -> list[st
     it names must be given again on this command line (`config_dirs`), a Hydra override must
     be one of RELAUNCH_HYDRA_KEYS, and a `_target_` in an override must be a built-in class or
     named by those folders. Anything else is a `ConvbenchError` before any job starts."""
-    from convbench.config.trust import BUILT_GROUPS, Trust, check_target
 
     hydra = read_sweep_record(sweep_dir)
     overrides = hydra["overrides"]
@@ -134,7 +121,7 @@ def relaunch_arguments(sweep_dir: Path, config_dirs: list[Path] = ()) -> list[st
         if key.endswith("_target_"):
             named += override.split("=", 1)[1].split(",")
         for target in named:
-            check_target(group, target.strip(), trust, source)
+            check_target(group, target.strip(), trust=trust, source=source)
     sweep = f"hydra.sweep.dir={quoted(str(sweep_dir.resolve()))}"
     return [*extra_dirs, "-m", *keep, sweep, *(overrides.get("task") or [])]
 
@@ -155,16 +142,16 @@ def _recorded_config_dirs(hydra: dict) -> list[tuple[str, str]]:
 def job_outcomes(sweep_dir: Path) -> list[dict]:
     """{num, run_dir, status, test_acc, error} of every job folder of the sweep, in job order."""
     jobs = []
-    for run_dir in find_run_dirs(sweep_dir):
-        status = read_json(run_dir / STATUS_FILE) or {}
-        metrics = read_json(run_dir / "metrics.json") or {}
+    for run in find_runs(sweep_dir):
+        metrics = run.metrics() or {}
+        accuracy = metrics.get("test_acc")
         jobs.append(
             {
-                "num": job_number(run_dir),
-                "run_dir": run_dir,
-                "status": run_status(status or None, metrics or None),
-                "test_acc": metrics.get("test_acc"),
-                "error": one_line(status.get("error") or ""),
+                "num": run.job_number(),
+                "run_dir": run.path,
+                "status": run.state(),
+                "test_acc": accuracy if isinstance(accuracy, int | float) else None,
+                "error": one_line((run.status() or {}).get("error") or ""),
             }
         )
     return sorted(jobs, key=lambda job: (str(job["num"]).zfill(9), str(job["run_dir"])))

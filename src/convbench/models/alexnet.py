@@ -60,6 +60,7 @@ class AlexNet(nn.Module):
         num_classes: int,
         in_channels: int,
         image_size: int,
+        *,
         stem: str = "auto",
         activation: str = "relu",
         hidden: int = 4096,
@@ -68,8 +69,8 @@ class AlexNet(nn.Module):
         width_multiplier: float = 1.0,
     ):
         super().__init__()
-        check_range("model.hidden", hidden, 1)
-        check_range("model.dropout", dropout, 0, 1)
+        check_range("model.hidden", hidden, low=1)
+        check_range("model.dropout", dropout, low=0, high=1)
         specs = CONVS if resolve_stem(stem, image_size) == "imagenet" else (SMALL_STEM, *CONVS[1:])
         layers: list[nn.Module] = []
         channels = in_channels

@@ -136,7 +136,7 @@ def _adaptive_window(size_in: int, size_out: int) -> tuple[int, int]:
     return widest, max(1, size_in // size_out)
 
 
-def _spatial_window(func, args, kwargs, output) -> tuple | None:
+def _spatial_window(func, args, kwargs, *, output) -> tuple | None:
     """(kernel, stride, dilation) pairs of a conv or pooling call, or None for any other call."""
     kind = _spatial_calls().get(func)
     if kind is None:
@@ -197,7 +197,7 @@ class GeometryTracker(TorchFunctionMode):
         known = [g for t in _tensors((args, kwargs)) if (g := self.geometry_of(t)) is not None]
         if known:
             geometry = Geometry.widest(known)
-            window = _spatial_window(func, args, kwargs, output)
+            window = _spatial_window(func, args, kwargs, output=output)
             if window is not None:
                 geometry = geometry.through(*window)
             for tensor in _tensors(output):

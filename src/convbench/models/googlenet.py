@@ -63,7 +63,7 @@ AUX_LOSS_WEIGHT = 0.3  # section 5
 class Inception(nn.Module):
     """Four branches on the same input, concatenated along channels (Fig. 2b)."""
 
-    def __init__(self, in_channels: int, widths: Branches, unit, wide_kernel: int):
+    def __init__(self, in_channels: int, widths: Branches, *, unit, wide_kernel: int):
         super().__init__()
         self.branches = nn.ModuleList(
             [
@@ -87,13 +87,13 @@ class Inception(nn.Module):
         return torch.cat([branch(x) for branch in self.branches], dim=1)  # [B, out_channels, H, W]
 
 
-def make_unit(in_channels, out_channels, kernel_size, stride=1, *, batch_norm, activation):
+def make_unit(in_channels, out_channels, kernel_size, *, stride=1, batch_norm, activation):
     """conv (+ batch norm) + activation: every conv of GoogLeNet is followed by a ReLU."""
-    layers = conv_bn(in_channels, out_channels, kernel_size, stride, batch_norm)
+    layers = conv_bn(in_channels, out_channels, kernel_size, stride=stride, batch_norm=batch_norm)
     return nn.Sequential(*layers, make_activation(activation))
 
 
-def make_stem(kind: str, in_channels: int, widths: tuple[int, int, int], unit) -> nn.Sequential:
+def make_stem(kind: str, in_channels: int, *, widths: tuple[int, int, int], unit) -> nn.Sequential:
     first, reduce, out = widths
     if kind == "imagenet":
         return nn.Sequential(
@@ -106,7 +106,7 @@ def make_stem(kind: str, in_channels: int, widths: tuple[int, int, int], unit) -
     return nn.Sequential(unit(in_channels, first, 3), unit(first, reduce, 1), unit(reduce, out, 3))
 
 
-def make_aux_head(in_channels: int, num_classes: int, unit, activation: str, multiplier: float):
+def make_aux_head(in_channels: int, num_classes: int, *, unit, activation: str, multiplier: float):
     """Section 5: average pool to 4x4, 1x1 conv (128), dense (1024), dropout 0.7, logits.
     The paper pools 5x5/3 (4x4 from a 14x14 map); the adaptive pool gives 4x4 on any input."""
     conv_width, dense_width = scale_width(128, multiplier), scale_width(1024, multiplier)
@@ -131,6 +131,7 @@ class GoogLeNet(nn.Module):
         num_classes: int,
         in_channels: int,
         image_size: int,
+        *,
         stem: str = "auto",
         aux_heads: bool = False,
         batch_norm: bool = True,
@@ -140,25 +141,31 @@ class GoogLeNet(nn.Module):
         width_multiplier: float = 1.0,
     ):
         super().__init__()
-        check_range("model.dropout", dropout, 0, 1)
+        check_range("model.dropout", dropout, low=0, high=1)
         if wide_kernel not in (3, 5):
             raise ValueError(
                 f"model.wide_kernel={wide_kernel} must be 3 (torchvision) or 5 (paper)."
             )
         unit = partial(make_unit, batch_norm=batch_norm, activation=activation)
         stem_widths = tuple(scale_width(width, width_multiplier) for width in (64, 64, 192))
-        self.stem = make_stem(resolve_stem(stem, image_size), in_channels, stem_widths, unit)
+        self.stem = make_stem(
+            resolve_stem(stem, image_size), in_channels, widths=stem_widths, unit=unit
+        )
         self.body = nn.ModuleDict()
         self.aux_heads = nn.ModuleDict()
         channels = stem_widths[-1]
         for name, widths in INCEPTION_V1.items():
             scaled = Branches(*(scale_width(width, width_multiplier) for width in widths))
-            module = Inception(channels, scaled, unit, wide_kernel)
+            module = Inception(channels, scaled, unit=unit, wide_kernel=wide_kernel)
             self.body[name] = module
             channels = module.out_channels
             if aux_heads and name in AUX_AFTER:
                 self.aux_heads[name] = make_aux_head(
-                    channels, num_classes, unit, activation, width_multiplier
+                    channels,
+                    num_classes,
+                    unit=unit,
+                    activation=activation,
+                    multiplier=width_multiplier,
                 )
             if name in POOL_AFTER:
                 self.body[f"pool{name}"] = nn.MaxPool2d(3, stride=2, ceil_mode=True)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 
-def check_range(name: str, values, low: float, high: float | None = None) -> None:
+def check_range(name: str, values, *, low: float, high: float | None = None) -> None:
     """Raise ValueError unless `values` (a number or a list of them) lie in [low, high]."""
     for value in values if isinstance(values, Sequence) else [values]:
         if isinstance(value, bool) or not math.isfinite(value):
@@ -91,7 +91,12 @@ def head_pool_size(pool_size: int | str, reference: int, feature_side: int) -> i
 
 
 def conv_bn(
-    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, batch_norm: bool = True
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    batch_norm: bool = True,
 ) -> list[nn.Module]:
     """A 'same'-padded conv and its batch norm (Ioffe & Szegedy 2015); the conv drops its bias
     when a batch norm follows (the norm's shift replaces it). No batch norm: a conv with bias."""

@@ -31,6 +31,7 @@ class LeNet(nn.Module):
         num_classes: int,
         in_channels: int,
         image_size: int,
+        *,
         channels: Sequence[int] = (6, 16),
         fc: Sequence[int] = (120, 84),
         kernel_size: int = 5,
@@ -52,7 +53,7 @@ class LeNet(nn.Module):
             ("pool_size", pool_size, 1),
             ("pad_input_to", 32 if pad_input_to is None else pad_input_to, 1),
         ):
-            check_range(f"model.{name}", values, low)
+            check_range(f"model.{name}", values, low=low)
         if head not in HEADS:
             raise ValueError(f"model.head={head!r} is not known; choose one of {', '.join(HEADS)}.")
         self.input_padding = max(0, (pad_input_to or 0) - image_size) // 2

@@ -16,13 +16,14 @@ class MLP(nn.Module):
         num_classes: int,
         in_channels: int,
         image_size: int,
+        *,
         hidden: Sequence[int] = (512, 256),
         activation: str = "relu",
         dropout: float = 0.0,
     ):
         super().__init__()
-        check_range("model.hidden", list(hidden), 1)
-        check_range("model.dropout", dropout, 0, 1)
+        check_range("model.hidden", list(hidden), low=1)
+        check_range("model.dropout", dropout, low=0, high=1)
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_channels * image_size * image_size
         for size in hidden:

@@ -89,11 +89,11 @@ class Block(nn.Module):
         return self.activation(out)
 
 
-def block_body(kind: str, in_channels: int, width: int, stride: int, activation: str):
+def block_body(kind: str, in_channels: int, width: int, *, stride: int, activation: str):
     """Fig. 5: basic = 3x3, 3x3; bottleneck = 1x1 reduce, 3x3, 1x1 expand. No final activation."""
     if kind == "basic":
         layers = [
-            *conv_bn(in_channels, width, 3, stride),
+            *conv_bn(in_channels, width, 3, stride=stride),
             make_activation(activation),
             *conv_bn(width, width, 3),
         ]
@@ -101,22 +101,22 @@ def block_body(kind: str, in_channels: int, width: int, stride: int, activation:
         layers = [
             *conv_bn(in_channels, width, 1),
             make_activation(activation),
-            *conv_bn(width, width, 3, stride),
+            *conv_bn(width, width, 3, stride=stride),
             make_activation(activation),
             *conv_bn(width, width * EXPANSION[kind], 1),
         ]
     return nn.Sequential(*layers)
 
 
-def make_shortcut(option: str, in_channels: int, out_channels: int, stride: int) -> nn.Module:
+def make_shortcut(option: str, in_channels: int, out_channels: int, *, stride: int) -> nn.Module:
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
     if option == "A":
         return ZeroPadShortcut(stride, out_channels - in_channels)
-    return nn.Sequential(*conv_bn(in_channels, out_channels, 1, stride))
+    return nn.Sequential(*conv_bn(in_channels, out_channels, 1, stride=stride))
 
 
-def make_stem(kind: str, in_channels: int, width: int, activation: str) -> nn.Sequential:
+def make_stem(kind: str, in_channels: int, *, width: int, activation: str) -> nn.Sequential:
     if kind == "imagenet":
         return nn.Sequential(
             *conv_bn(in_channels, width, 7, stride=2),
@@ -155,6 +155,7 @@ class ResNet(nn.Module):
         num_classes: int,
         in_channels: int,
         image_size: int,
+        *,
         depth: int = 20,
         residual: bool = True,
         shortcut: str = "auto",
@@ -171,15 +172,23 @@ class ResNet(nn.Module):
             )
         variant, shortcut = lookup(depth, shortcut)
         widths = [scale_width(width, width_multiplier) for width in variant.widths]
-        self.stem = make_stem(resolve_stem(stem, image_size), in_channels, widths[0], activation)
+        self.stem = make_stem(
+            resolve_stem(stem, image_size), in_channels, width=widths[0], activation=activation
+        )
         blocks: list[nn.Module] = []
         channels = widths[0]
         for stage, (width, count) in enumerate(zip(widths, variant.blocks_per_stage, strict=True)):
             out_channels = width * EXPANSION[variant.block]
             for index in range(count):
                 stride = 2 if stage > 0 and index == 0 else 1
-                body = block_body(variant.block, channels, width, stride, activation)
-                skip = make_shortcut(shortcut, channels, out_channels, stride) if residual else None
+                body = block_body(
+                    variant.block, channels, width, stride=stride, activation=activation
+                )
+                skip = (
+                    make_shortcut(shortcut, channels, out_channels, stride=stride)
+                    if residual
+                    else None
+                )
                 blocks.append(Block(body, skip, activation))
                 channels = out_channels
         self.stages = nn.Sequential(*blocks)

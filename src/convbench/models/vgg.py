@@ -22,19 +22,29 @@ from convbench.models.layers import activation as make_activation
 from convbench.models.layers import check_range, head_pool_size, init_he, scale_width
 
 M = "M"  # a 2x2/2 max pool; every other entry is the width of a 3x3 conv
-# fmt: off
-VARIANTS: dict[int, tuple[int | str, ...]] = {
-    11: (64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M),
-    13: (64, 64, M, 128, 128, M, 256, 256, M, 512, 512, M, 512, 512, M),
-    16: (64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512, M),
-    19: (64, 64, M, 128, 128, M, 256, 256, 256, 256, M,
-         512, 512, 512, 512, M, 512, 512, 512, 512, M),
+STAGE_WIDTHS = (64, 128, 256, 512, 512)
+# The paper's table 1 (configurations A, B, D, E): 3x3 convs per stage, each stage ending in a
+# max pool.
+CONVS_PER_STAGE = {
+    11: (1, 1, 2, 2, 2),
+    13: (2, 2, 2, 2, 2),
+    16: (2, 2, 3, 3, 3),
+    19: (2, 2, 4, 4, 4),
 }
-# fmt: on
+VARIANTS: dict[int, tuple[int | str, ...]] = {
+    depth: tuple(
+        entry
+        for width, convs in zip(STAGE_WIDTHS, stages, strict=True)
+        for entry in (*[width] * convs, M)
+    )
+    for depth, stages in CONVS_PER_STAGE.items()
+}
 TORCHVISION_POOL_SIZE = 7
 
 
-def make_features(layout, in_channels: int, batch_norm: bool, activation: str, multiplier: float):
+def make_features(
+    layout, in_channels: int, *, batch_norm: bool, activation: str, multiplier: float
+):
     """The conv/pool stack of one Table 1 column; returns (layers, output channels)."""
     layers: list[nn.Module] = []
     channels = in_channels
@@ -65,6 +75,7 @@ class VGG(nn.Module):
         num_classes: int,
         in_channels: int,
         image_size: int,
+        *,
         depth: int = 16,
         batch_norm: bool = False,
         activation: str = "relu",
@@ -74,15 +85,19 @@ class VGG(nn.Module):
         width_multiplier: float = 1.0,
     ):
         super().__init__()
-        check_range("model.hidden", hidden, 1)
-        check_range("model.dropout", dropout, 0, 1)
+        check_range("model.hidden", hidden, low=1)
+        check_range("model.dropout", dropout, low=0, high=1)
         if depth not in VARIANTS:
             raise ValueError(
                 f"model.depth={depth} is not a VGG; choose one of {', '.join(map(str, VARIANTS))}."
             )
         layout = VARIANTS[depth]
         self.features, channels = make_features(
-            layout, in_channels, batch_norm, activation, width_multiplier
+            layout,
+            in_channels,
+            batch_norm=batch_norm,
+            activation=activation,
+            multiplier=width_multiplier,
         )
         feature_side = image_size
         for _ in range(layout.count(M)):

@@ -12,6 +12,16 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
 
 class ConsoleHandler(logging.StreamHandler):
     """Log records to whatever `sys.stdout` is when each record is written.
@@ -50,15 +60,6 @@ class BarProgress:
     """One transient bar per epoch with images/s and time left."""
 
     def __init__(self):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            ProgressColumn,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-        from rich.text import Text
 
         class ImagesPerSecond(ProgressColumn):
             def render(self, task):
@@ -104,14 +105,15 @@ def make_progress(enabled: bool | None = None):
 
 
 @contextmanager
-def log_to_run_folder(run_dir: Path):
-    """For commands outside Hydra (resume): the console and <run>/train.log, as Hydra sets up."""
+def log_to_run_folder(log_file: Path):
+    """For commands outside Hydra (resume): the console and the run's train.log (`log_file`,
+    appended to when its folder exists), as Hydra sets them up for `train`."""
     root = logging.getLogger()
     console = ConsoleHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
     handlers = [console]
-    if run_dir.is_dir():
-        to_file = logging.FileHandler(run_dir / "train.log")  # appends
+    if log_file.parent.is_dir():
+        to_file = logging.FileHandler(log_file)  # appends
         to_file.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
         handlers.append(to_file)
     previous_level = root.level

@@ -9,6 +9,9 @@ instead, and after one failure stays silent, so the cleanup that follows does no
 import threading
 from pathlib import Path
 
+from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+from torch.utils.tensorboard import SummaryWriter
+
 from convbench.files import write_failed
 
 KEPT = "The checkpoints written before are intact."
@@ -18,7 +21,6 @@ def _quiet_writer_threads() -> None:
     """TensorBoard's writer thread re-raises a failed write to end itself, after storing it for
     the next call to raise in the main thread; without this, threading would also print that
     traceback on stderr."""
-    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 
     previous = threading.excepthook
     if getattr(previous, "convbench_quiet", False):
@@ -53,7 +55,6 @@ class EventLog:
     """SummaryWriter's methods that convbench uses, for the event files of `run_dir`."""
 
     def __init__(self, run_dir: Path, purge_step: int | None = None):
-        from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = Path(run_dir)
         self.failed = False
@@ -61,7 +62,9 @@ class EventLog:
         try:
             self._writer = SummaryWriter(str(run_dir), purge_step=purge_step)
         except OSError as exc:
-            raise write_failed("TensorBoard's event file in", self.run_dir, exc, KEPT) from None
+            raise write_failed(
+                "TensorBoard's event file in", self.run_dir, exc, kept=KEPT
+            ) from None
 
     @property
     def path(self) -> Path:
@@ -76,7 +79,7 @@ class EventLog:
             return getattr(self._writer, method)(*args, **kwargs)
         except OSError as exc:
             self.failed = True
-            raise write_failed("TensorBoard's event file", self.path, exc, KEPT) from None
+            raise write_failed("TensorBoard's event file", self.path, exc, kept=KEPT) from None
 
     def add_scalar(self, *args, **kwargs):
         return self._call("add_scalar", *args, **kwargs)

@@ -22,9 +22,12 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from convbench.files import atomic_write
 
 log = logging.getLogger("convbench")
 
@@ -46,7 +49,7 @@ FEATURE_LAYERS = 6
 SAVE_SUFFIXES = (".png", ".svg")
 
 
-def log_sample_batch(writer, batches, step: int, count: int = 64) -> None:
+def log_sample_batch(writer, batches, step: int, *, count: int = 64) -> None:
     """The first training batch as the model sees it, un-normalized back to [0, 1]."""
     images, _ = next(batches.epoch(0))
     images = images[:count].float()
@@ -82,19 +85,17 @@ def _figure(width_px: int, height_px: int, dpi: int = GRID_DPI, **options):
 
 def figure_to_rgb(figure):
     """The figure drawn by Agg: a uint8 numpy array [H, W, 3]."""
-    import numpy as np
 
     figure.canvas.draw()
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
 
-def _log_figure(writer, tag: str, figure, step: int) -> None:
+def _log_figure(writer, tag: str, figure, *, step: int) -> None:
     writer.add_image(tag, figure_to_rgb(figure), step, dataformats="HWC")
 
 
 def _save_figure(figure, path: Path) -> Path:
     """Write `figure` as PNG or SVG (by the suffix), atomically."""
-    from convbench.files import atomic_write
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -168,9 +169,9 @@ def confusion_markdown(confusion: torch.Tensor, classes: list[str]) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def log_confusion(writer, confusion: torch.Tensor, classes: list[str], step: int) -> None:
+def log_confusion(writer, confusion: torch.Tensor, *, classes: list[str], step: int) -> None:
     """The test confusion matrix as a figure and as a markdown table (TensorBoard's Text tab)."""
-    _log_figure(writer, "test/confusion_matrix", confusion_figure(confusion, classes), step)
+    _log_figure(writer, "test/confusion_matrix", confusion_figure(confusion, classes), step=step)
     writer.add_text("test/confusion_matrix", confusion_markdown(confusion, classes), step)
 
 
@@ -201,12 +202,12 @@ def _draw_panels(panels: list[Panel]):
     figure = _figure(width, height)
     top = PAD
     for panel in panels:
-        _draw_panel(figure, panel, top, (width, height))
+        _draw_panel(figure, panel, top=top, figure_size=(width, height))
         top += panel.size[1] + PANEL_GAP
     return figure
 
 
-def _draw_panel(figure, panel: Panel, top: int, figure_size: tuple[int, int]) -> None:
+def _draw_panel(figure, panel: Panel, *, top: int, figure_size: tuple[int, int]) -> None:
     """`panel` with its top edge `top` pixels below the figure's: the cells as one image, the
     title and labels as figure texts over it."""
     width, height = figure_size
@@ -269,14 +270,19 @@ def filter_panel(name: str, conv: nn.Conv2d, epoch: int | None = None) -> Panel:
     return Panel(title, cells.view(rows, columns, *cells.shape[1:]), indices)
 
 
-def log_filters(writer, model: nn.Module, step: int, epoch: int | None = None) -> None:
+def log_filters(writer, model: nn.Module, *, step: int, epoch: int | None = None) -> None:
     """The first conv layer's kernels as a labelled grid (`filter_panel`), one image per call."""
     found = first_conv(model)
     if found is None:
         return
     name, conv = found
     figure = _draw_panels([filter_panel(name, conv, epoch)])
-    _log_figure(writer, f"filters/{name or 'conv'}", figure, step)
+    _log_figure(writer, f"filters/{name or 'conv'}", figure, step=step)
+
+
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """The model's nn.Conv2d layers, (name, layer), in the order of its modules."""
+    return [(n, m) for n, m in _plain(model).named_modules() if isinstance(m, nn.Conv2d)]
 
 
 def conv_outputs(
@@ -299,7 +305,7 @@ def conv_outputs(
         if name not in captured:  # a layer run twice shows its first use
             captured[name] = (name, module, output[:, :channels].detach().float().cpu())
 
-    convs = _evenly_spaced([(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)])
+    convs = _evenly_spaced(conv_layers(model))
     handles = [m.register_forward_hook(partial(record, n)) for n, m in convs]
     flags = [(module, module.training) for module in model.modules()]
     device = next(model.parameters(), images).device
@@ -343,7 +349,7 @@ def _diverging(maps: torch.Tensor) -> torch.Tensor:
 
 
 def feature_panel(
-    name: str, conv: nn.Conv2d, maps: torch.Tensor, images: torch.Tensor, epoch=None
+    name: str, conv: nn.Conv2d, maps: torch.Tensor, *, images: torch.Tensor, epoch=None
 ) -> Panel:
     """One row per image: the input image (stretched to [0, 1]) then `maps`' channels."""
     count, channels, height, width = maps.shape
@@ -367,12 +373,12 @@ def feature_panel(
 def feature_panels(model: nn.Module, images: torch.Tensor, epoch=None) -> list[tuple[str, Panel]]:
     """(layer name, panel) for each conv layer of `model` (see `conv_outputs` for what is shown)."""
     return [
-        (name, feature_panel(name, conv, maps, images, epoch))
+        (name, feature_panel(name, conv, maps, images=images, epoch=epoch))
         for name, conv, maps in conv_outputs(model, images)
     ]
 
 
-def log_feature_maps(writer, model: nn.Module, val_batches, step: int, epoch: int) -> None:
+def log_feature_maps(writer, model: nn.Module, val_batches, *, step: int, epoch: int) -> None:
     """The feature maps of the validation split's first FEATURE_IMAGES images (always the same
     ones: that split is neither shuffled nor augmented), one image per conv layer, tagged
     `features/<layer name>`."""
@@ -382,7 +388,7 @@ def log_feature_maps(writer, model: nn.Module, val_batches, step: int, epoch: in
     if first is None:  # dataset.val_size=0
         return
     for name, panel in feature_panels(model, first[0][:FEATURE_IMAGES], epoch):
-        _log_figure(writer, f"features/{name}", _draw_panels([panel]), step)
+        _log_figure(writer, f"features/{name}", _draw_panels([panel]), step=step)
 
 
 def save_feature_maps(model: nn.Module, images: torch.Tensor, path: Path) -> Path:

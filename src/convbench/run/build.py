@@ -1,28 +1,37 @@
 """Factories: every object a run needs, made from its config. The only place that instantiates.
 
-`build_run(cfg, run_dir)` gives a `Run`: device, batches, model, the optimization objects, the
-engine options, TensorBoard writer and checkpointer. `train`, `resume`, `eval`, `summary` and the
-benchmarks all build through here, so a config means the same thing everywhere.
+`build_run(cfg, folder)` gives a `Run`: device, what the run settled at its start (`Settled`),
+batches, model, the optimization objects, the engine options, TensorBoard writer and
+checkpointer. `train`, `resume`, `eval`, `summary` and the benchmarks all build through here, so
+a config means the same thing everywhere. Nothing here changes the config: what `auto` picks
+and the data's statistics go into the `Settled` record beside it.
 """
 
 import logging
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from convbench.config.auto import choose_channels_last, choose_precision, settled_channels_last
-from convbench.data import Batches, load_splits
+from convbench.config.auto import choose_channels_last, choose_precision
+from convbench.data.batches import Batches, Splits
+from convbench.data.loader import load_splits
 from convbench.data.stream import FileSplit, StreamBatches
 from convbench.engine import EngineOptions, Optimization
-from convbench.errors import ConvbenchError
-from convbench.run.checkpoint import Checkpointer
+from convbench.errors import ConvbenchError, DatasetError
+from convbench.models.anatomy import summarize
+from convbench.monitor.eventlog import EventLog, SilentLog
+from convbench.run.checkpoint import Checkpointer, Settled
+from convbench.run.folder import RunFolder
+from convbench.run.ranks import collective, place
 
 log = logging.getLogger("convbench")
 
@@ -110,29 +119,46 @@ def count_parameters(model: nn.Module) -> int:
 def count_macs(cfg: DictConfig, model: nn.Module | None = None) -> int:
     """Multiply-accumulates per image (convbench.models.anatomy's convention), counted on a copy of
     the model on the meta device: no weights, no arithmetic."""
-    from convbench.models.anatomy import summarize
-
     model = model or build_model(cfg, torch.device("meta"))
     return summarize(model, input_shape(cfg))["macs"]
 
 
-def settle_choices(cfg: DictConfig, device: torch.device) -> tuple[int, dict]:
-    """Replace trainer.precision=auto and trainer.channels_last=auto in `cfg` by what
-    convbench.config.auto picks for this device and model (so the run's checkpoints, and `eval`,
-    hold the concrete values); returns the MACs per image and {setting: [value, reason]}."""
+def settle(cfg: DictConfig, device: torch.device, *, macs: int, splits: Splits) -> Settled:
+    """What this run decides at its start (`Settled`): trainer.precision and
+    trainer.channels_last as convbench.config.auto picks them for this device and model, the
+    data's statistics and fingerprint. The config itself is left as Hydra composed it."""
     meta_model = build_model(cfg, torch.device("meta"))
-    macs = count_macs(cfg, meta_model)
-    trainer = cfg.trainer
-    precision = choose_precision(str(trainer.precision), device, macs)
-    layout = choose_channels_last(trainer.channels_last, meta_model, device, macs)
-    trainer.precision, trainer.channels_last = precision.value, layout.value
-    return macs, {
-        "precision": [precision.value, precision.reason],
-        "channels_last": [layout.value, layout.reason],
-    }
+    precision = choose_precision(str(cfg.trainer.precision), device, macs)
+    layout = choose_channels_last(cfg.trainer.channels_last, meta_model, device=device, macs=macs)
+    return Settled(
+        precision=precision.value,
+        channels_last=layout.value,
+        mean=splits.mean,
+        std=splits.std,
+        fingerprint=splits.fingerprint,
+        reasons={"precision": precision.reason, "channels_last": layout.reason},
+    )
 
 
-def load_splits_in_turn(dataset_cfg: DictConfig, group) -> dict:
+def check_same_data(cfg: DictConfig, splits: Splits, started: Settled) -> None:
+    """A resumed run trains and tests on the data it started on: refuse a dataset whose splits
+    changed since (files added to an image folder would otherwise be split anew, and test
+    images could move into training)."""
+    changed = [
+        name for name, value in started.fingerprint.items() if splits.fingerprint.get(name) != value
+    ]
+    if changed:
+        where = cfg.dataset.root or cfg.dataset.data_dir
+        raise DatasetError(
+            f"the data of {cfg.dataset.name} ({where}) is not the data this run started on: its "
+            f"{', '.join(changed)} split(s) changed since (files added, removed or edited). "
+            "Resuming would train, validate or test on other images, so it stops here, with "
+            "nothing written. Put the data back as it was, or start a new run on the data as "
+            "it is now."
+        )
+
+
+def load_splits_in_turn(dataset_cfg: DictConfig, group) -> Splits:
     """`load_splits` on every rank of `group`, rank 0 first: a folder dataset seen for the first
     time is decoded and cached once, by rank 0, and the other ranks read the cache. When rank 0
     fails (a bad file, not enough memory) the other ranks stop too instead of waiting for it."""
@@ -160,41 +186,43 @@ def input_shape(cfg: DictConfig) -> tuple[int, int, int, int]:
     return (1, int(data.in_channels), int(data.image_size), int(data.image_size))
 
 
-def batches_of(cfg: DictConfig, split, device: torch.device, **settings) -> Batches:
+def batches_of(cfg: DictConfig, split, *, device: torch.device, settled: Settled, **settings):
     """`Batches` over an in-memory `Split`, or `StreamBatches` (the same batches, read from disk
     by dataset.num_workers processes) over the `FileSplit` that `load_splits` gives for
-    dataset.stream=true. `settings`: the batches' own (batch size, shard, shuffle, ...)."""
-    data = cfg.dataset
+    dataset.stream=true, normalized and laid out as the run `settled`. `settings`: the batches'
+    own (batch size, shard, shuffle, ...)."""
     common = {
         "device": device,
-        "mean": list(data.mean),
-        "std": list(data.std),
-        "image_size": data.image_size,
-        "channels_last": settled_channels_last(cfg.trainer.channels_last),
+        "mean": list(settled.mean),
+        "std": list(settled.std),
+        "image_size": cfg.dataset.image_size,
+        "channels_last": settled.channels_last,
     }
     if isinstance(split, FileSplit):
-        return StreamBatches(split, num_workers=data.num_workers, **common, **settings)
+        return StreamBatches(split, num_workers=cfg.dataset.num_workers, **common, **settings)
     return Batches(split, **common, **settings)
 
 
-def eval_batches(cfg: DictConfig, split, device: torch.device, shard=(0, 1)) -> Batches:
+def eval_batches(cfg: DictConfig, split, *, device: torch.device, settled: Settled, shard=(0, 1)):
     """Un-augmented, in-order batches of `split` (this rank's `shard`) at the evaluation batch
     size."""
-    return batches_of(cfg, split, device, shard=shard, batch_size=cfg.trainer.eval_batch_size)
+    size = cfg.trainer.eval_batch_size
+    return batches_of(cfg, split, device=device, settled=settled, shard=shard, batch_size=size)
 
 
-def make_batches(cfg: DictConfig, splits, device: torch.device, here=None) -> dict[str, Batches]:
+def make_batches(cfg: DictConfig, splits: Splits, *, device, settled: Settled, here) -> dict:
     """Training batches (shuffled, augmented) and validation and test batches. In a
     distributed run each rank takes its shard of the training and validation splits, and
     trainer.batch_size is the global batch: each rank's is batch_size / world_size (the
     preflight checks that it divides); the test runs on rank 0 alone, on the whole split.
     With dataset.stream=true (`splits` of files) they are read from disk every epoch."""
-    shard = (here.rank, here.world_size) if here is not None else (0, 1)
+    shard = (here.rank, here.world_size)
     train = batches_of(
         cfg,
-        splits["train"],
-        device,
-        batch_size=cfg.trainer.batch_size // shard[1],
+        splits.train,
+        device=device,
+        settled=settled,
+        batch_size=cfg.trainer.batch_size // here.world_size,
         shard=shard,
         shuffle=True,
         augment=cfg.dataset.augment,
@@ -202,22 +230,22 @@ def make_batches(cfg: DictConfig, splits, device: torch.device, here=None) -> di
     )
     return {
         "train": train,
-        "val": eval_batches(cfg, splits["val"], device, shard),
-        "test": eval_batches(cfg, splits["test"], device),
+        "val": eval_batches(cfg, splits.val, device=device, settled=settled, shard=shard),
+        "test": eval_batches(cfg, splits.test, device=device, settled=settled),
     }
 
 
-def engine_options(trainer: DictConfig) -> EngineOptions:
+def engine_options(trainer: DictConfig, settled: Settled) -> EngineOptions:
     """The trainer settings the engine reads, under their own names."""
     return EngineOptions(
         grad_clip_norm=trainer.grad_clip_norm,
         log_every_n_steps=trainer.log_every_n_steps,
         checkpoint_every_n_steps=trainer.checkpoint_every_n_steps,
         nonfinite_skips=trainer.nonfinite_skips,
-        autocast_dtype=AUTOCAST_DTYPES[trainer.precision],
+        autocast_dtype=AUTOCAST_DTYPES[settled.precision],
         log_images=trainer.log_images,
         histogram_every_n_epochs=trainer.histogram_every_n_epochs,
-        early_stop_patience=trainer.get("early_stop_patience", 0),
+        early_stop_patience=trainer.early_stop_patience,
     )
 
 
@@ -227,19 +255,32 @@ def build_optimization(cfg: DictConfig, model: nn.Module, device: torch.device) 
     trainer = cfg.trainer
     optimizer = build("optimizer", cfg.optimizer, params=model.parameters())
     return Optimization(
-        loss_fn=nn.CrossEntropyLoss(label_smoothing=trainer.get("label_smoothing", 0.0)),
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing),
         optimizer=optimizer,
         scheduler=build_scheduler(cfg.scheduler, optimizer),
         scaler=torch.amp.GradScaler(device.type, enabled=trainer.precision == "fp16"),
-        ema=_averaged(model, trainer.get("ema", 0.0)),
+        ema=_averaged(model, trainer.ema),
     )
+
+
+def warmup_epochs(node: DictConfig) -> int:
+    """scheduler.warmup_epochs: a convbench key beside the scheduler class's own arguments,
+    0 when a scheduler config leaves it out (every shipped one sets it)."""
+    value = node.get("warmup_epochs", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConvbenchError(
+            f"scheduler.warmup_epochs={value} is out of range: it must be a whole number >= 0 "
+            "(the epochs of linear warm-up before the schedule; 0 turns it off)."
+        )
+    return value
 
 
 def build_scheduler(node: DictConfig, optimizer):
     """The scheduler's class with the config's arguments, after `warmup_epochs` epochs whose
-    learning rate rises linearly to the optimizer's (a convbench key, not the class's)."""
+    learning rate rises linearly to the optimizer's."""
+    warmup = warmup_epochs(node)
     settings = OmegaConf.to_container(node, resolve=True)
-    warmup = settings.pop("warmup_epochs", 0)
+    settings.pop("warmup_epochs", None)
     main = build("scheduler", OmegaConf.create(settings), optimizer=optimizer)
     if not warmup:
         return main
@@ -253,13 +294,13 @@ def _averaged(model: nn.Module, decay: float):
     """An exponential moving average of `model`'s weights and buffers, or None (decay 0)."""
     if not decay:
         return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def hparams(cfg: DictConfig) -> dict:
-    """Scalar settings for TensorBoard's HParams view (lists shown as text)."""
+def hparams(cfg: DictConfig, settled: Settled) -> dict:
+    """Scalar settings for TensorBoard's HParams view (lists shown as text), with what `auto`
+    settled in place of `auto`."""
     flat = {
         "model": cfg.model._target_.rsplit(".", 1)[-1],
         "dataset": cfg.dataset.name,
@@ -272,6 +313,10 @@ def hparams(cfg: DictConfig) -> dict:
                 flat[f"{group}.{key}"] = (
                     value if isinstance(value, int | float | str | bool) else str(value)
                 )
+    flat["trainer.precision"], flat["trainer.channels_last"] = (
+        settled.precision,
+        settled.channels_last,
+    )
     return flat
 
 
@@ -285,18 +330,20 @@ class Run:
     """Everything a run needs, built once from its config."""
 
     cfg: DictConfig
-    run_dir: Path
+    folder: RunFolder
     device: torch.device
-    batches: dict[str, Batches]
+    settled: Settled
+    batches: dict
     model: nn.Module
     optimization: Optimization
     options: EngineOptions
-    writer: object  # convbench.monitor.eventlog.EventLog (SilentLog on a distributed run's other ranks)
+    writer: (
+        object  # convbench.monitor.eventlog.EventLog (SilentLog on a distributed run's other ranks)
+    )
     checkpointer: Checkpointer
     params: int
     macs: int
     group: object  # convbench.run.ranks.Solo, or Group in a distributed run
-    choices: dict  # {"precision": [value, reason], "channels_last": [...]} (settle_choices)
 
     def model_for_training(self) -> nn.Module:
         """The model, compiled when trainer.compile is set, wrapped in DistributedDataParallel
@@ -304,57 +351,55 @@ class Run:
         model = torch.compile(self.model) if self.cfg.trainer.compile else self.model
         if not self.group.place.is_distributed:
             return model
-        from torch.nn.parallel import DistributedDataParallel
 
         if self.device.type != "cuda":
             return DistributedDataParallel(model)  # gloo, the run's process group
-        import torch.distributed as dist
 
         nccl = dist.new_group(backend="nccl")  # gradients between GPUs
         return DistributedDataParallel(model, device_ids=[self.device.index], process_group=nccl)
 
 
 def build_run(
-    cfg: DictConfig, run_dir: Path, purge_step: int | None = None, choices: dict | None = None
+    cfg: DictConfig,
+    folder: RunFolder,
+    *,
+    started: Settled | None = None,
+    purge_step: int | None = None,
 ) -> Run:
     """Data, model, optimization objects, writer and checkpointer for `cfg`, for this process
     (rank 0 alone writes the run folder in a distributed run, see convbench.run.ranks).
 
-    `purge_step`: on resume, TensorBoard hides events a killed process wrote after last.pt.
-    `choices`: on resume, what the run's start picked for the `auto` settings and why (its
-    config already holds the picked values, which would otherwise read as "as set").
+    `started`: on resume, what the run's start settled (`Settled`): used as it was, and its
+    data fingerprint must match the data found now. `purge_step`: on resume, TensorBoard hides
+    events a killed process wrote after last.pt.
     """
-    from convbench.monitor.eventlog import EventLog, SilentLog
-    from convbench.run.ranks import collective, place
-
     trainer, here = cfg.trainer, place()
     group = collective(here)
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
     seed_everything(cfg.seed)
     device = resolve_device(trainer.device, here.local_rank)
-    macs, settled = settle_choices(cfg, device)
-    choices = choices or settled
+    macs = count_macs(cfg)
     splits = load_splits_in_turn(cfg.dataset, group)
-    model = build_model(cfg, device, settled_channels_last(trainer.channels_last))
+    if started is not None:
+        check_same_data(cfg, splits, started)
+    settled = started or settle(cfg, device, macs=macs, splits=splits)
+    model = build_model(cfg, device, settled.channels_last)
     if trainer.sync_bn and here.is_distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimization = build_optimization(cfg, model, device)
-    writer = EventLog(run_dir, purge_step=purge_step) if here.is_main else SilentLog()
+    writer = EventLog(folder.path, purge_step=purge_step) if here.is_main else SilentLog()
     checkpointer = Checkpointer(
-        run_dir / "checkpoints",
-        OmegaConf.to_container(cfg, resolve=True),
-        model,
-        optimization.optimizer,
-        optimization.scheduler,
-        optimization.scaler,
-        writer,
-        group,
-        optimization.ema,
-        choices,
+        folder,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        settled=settled,
+        model=model,
+        optimization=optimization,
+        writer=writer,
+        group=group,
     )
     params = count_parameters(model)
-    sizes = {name: f"{len(split):,}" for name, split in splits.items()}
+    sizes = {name: f"{size:,}" for name, size in splits.sizes().items()}
     log.info(
         "%s on %s (%s train / %s val / %s test images), %s parameters, device %s, %s, %s -> %s",
         cfg.model._target_.rsplit(".", 1)[-1],
@@ -362,21 +407,22 @@ def build_run(
         *(sizes["train"], sizes["val"], sizes["test"]),
         f"{params:,}",
         device,
-        *(f"{name} {value} ({reason})" for name, (value, reason) in choices.items()),
-        run_dir,
+        f"precision {settled.precision} ({settled.reasons['precision']})",
+        f"channels_last {settled.channels_last} ({settled.reasons['channels_last']})",
+        folder.path,
     )
     return Run(
         cfg=cfg,
-        run_dir=run_dir,
+        folder=folder,
         device=device,
-        batches=make_batches(cfg, splits, device, here),
+        settled=settled,
+        batches=make_batches(cfg, splits, device=device, settled=settled, here=here),
         model=model,
         optimization=optimization,
-        options=engine_options(trainer),
+        options=engine_options(trainer, settled),
         writer=writer,
         checkpointer=checkpointer,
         params=params,
         macs=macs,
         group=group,
-        choices=choices,
     )

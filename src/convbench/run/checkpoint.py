@@ -8,7 +8,9 @@ Writes go to a temporary file in the same folder, are flushed and fsync'ed, then
 target: a crash or a full disk during a save leaves the previous checkpoint intact.
 """
 
+import dataclasses
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from convbench.errors import CheckpointError
 from convbench.files import atomic_write, write_failed
 
 FORMAT = "convbench.run.checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the config as composed, with what the run settled beside it
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
@@ -40,12 +42,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} is not a loadable convbench checkpoint: it is corrupt, truncated, or holds "
             f"objects that safe loading refuses to run ({first_line}). Nothing was executed. "
-            "Use a checkpoint written by convbench (checkpoints/last.pt or best.pt of a run)."
+            "Use a checkpoint written by convbench (the last.pt or best.pt of a run)."
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is a PyTorch file but not a convbench checkpoint (no '{FORMAT}' marker). "
-            "Use checkpoints/last.pt or best.pt from a convbench run folder."
+            "Use the last.pt or best.pt of a convbench run folder."
         )
     if payload.get("version") != VERSION:
         raise CheckpointError(
@@ -86,62 +88,94 @@ def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+@dataclass(frozen=True)
+class Settled:
+    """What a run decided at its start, recorded beside its config (every checkpoint, and
+    metrics.json) and used as recorded by `resume` and `eval`: the config itself stays as Hydra
+    composed it, `auto` and all.
+
+    - `precision` and `channels_last`: what trainer.precision and trainer.channels_last became
+      (convbench.config.auto), and `reasons` says why for each;
+    - `mean` and `std`: the per-channel statistics the images are normalized with (the
+      dataset config's, or the training split's);
+    - `fingerprint`: a hash of each split's content, so a resume can tell whether its data is
+      the data the run started on.
+    """
+
+    precision: str  # fp32 | bf16 | fp16
+    channels_last: bool
+    mean: list[float]
+    std: list[float]
+    fingerprint: dict[str, str]
+    reasons: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved, source: Path) -> "Settled":
+        """The record read back from a checkpoint; a `CheckpointError` naming `source` when it
+        is missing or malformed."""
+        try:
+            settled = cls(**saved)
+            valid = (
+                settled.precision in ("fp32", "bf16", "fp16")
+                and isinstance(settled.channels_last, bool)
+                and all(isinstance(v, float | int) for v in [*settled.mean, *settled.std])
+                and isinstance(settled.fingerprint, dict)
+            )
+        except TypeError:
+            valid = False
+        if not valid:
+            raise CheckpointError(
+                f"{source} has no valid record of what its run settled at the start (precision, "
+                "layout, normalization): it is not a checkpoint this convbench wrote."
+            )
+        return settled
+
+
 class Checkpointer:
     """Writes `last.pt` (every epoch, and every N steps when asked) and `best.pt` (when
     validation accuracy improves). Flushes TensorBoard first, so the curves on disk never lag
     behind the checkpoint a resume starts from.
 
     In a distributed run every rank calls `save` at the same step; the ranks' own random states
-    and epoch buffers are gathered (`group`, convbench.run.ranks) and rank 0 alone writes
-    them, under "ranks", so that each rank resumes exactly where it stood.
+    and epoch sums are gathered (`group`, convbench.run.ranks) and rank 0 alone writes them,
+    under "ranks", so that each rank resumes exactly where it stood.
     """
 
-    def __init__(
-        self,
-        folder: Path,
-        config: dict,
-        model,
-        optimizer,
-        scheduler,
-        scaler,
-        writer,
-        group=None,
-        ema=None,
-        choices=None,
-    ):
-        from convbench.run.ranks import Solo
-
-        self.folder = Path(folder)
-        self.config = config
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.scaler, self.writer = scaler, writer
-        self.group = group or Solo()
-        self.ema = ema  # trainer.ema's AveragedModel: in last.pt, and best.pt's weights
-        self.choices = choices  # what precision/channels_last=auto picked, and why
+    def __init__(self, run, *, config: dict, settled: Settled, model, optimization, writer, group):
+        self.run = run  # convbench.run.folder.RunFolder
+        self.config = config  # the resolved config, as Hydra composed it
+        self.settled = settled
+        self.model, self.optimization = model, optimization
+        self.writer, self.group = writer, group
 
     @property
     def last(self) -> Path:
-        return self.folder / "last.pt"
+        return self.run.last
 
     @property
     def best(self) -> Path:
-        return self.folder / "best.pt"
+        return self.run.best
 
     def payload(self, state) -> dict[str, Any]:
+        optimization = self.optimization
+        ema = optimization.ema  # trainer.ema's AveragedModel: in last.pt, and best.pt's weights
         return {
             "config": self.config,
+            "settled": self.settled.as_dict(),
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "optimizer": optimization.optimizer.state_dict(),
+            "scheduler": optimization.scheduler.state_dict(),
+            "scaler": optimization.scaler.state_dict(),
             "state": state.state_dict(),
             "rng": rng_states(),
-            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
-            **({"choices": self.choices} if self.choices is not None else {}),
+            **({"ema": ema.state_dict()} if ema is not None else {}),
         }
 
     def save(self, state, is_best: bool) -> None:
-        own = {"rng": rng_states(), "epoch_buffers": state.state_dict()["epoch_buffers"]}
+        own = {"rng": rng_states(), "sums": state.state_dict()["sums"]}
         ranks = self.group.gather(own)  # every rank's, on every rank; a barrier too
         if not self.group.place.is_main:
             return
@@ -150,9 +184,9 @@ class Checkpointer:
         if len(ranks) > 1:
             payload["ranks"] = ranks
         for path in (self.last, self.best) if is_best else (self.last,):
-            if path == self.best and self.ema is not None:
+            if path == self.best and self.optimization.ema is not None:
                 # best.pt's weights are the average's: what was validated, what `eval` tests.
-                payload = {**payload, "model": self.ema.module.state_dict()}
+                payload = {**payload, "model": self.optimization.ema.module.state_dict()}
             try:
                 save_checkpoint(payload, path)
             except OSError as exc:
@@ -162,37 +196,36 @@ class Checkpointer:
         if not self.last.is_file():
             kept = "No checkpoint had been saved yet, and nothing half-written is left."
             advice = "Free some space, or fix the folder, then start the run again."
-            return write_failed("the checkpoint", path, exc, kept, advice)
+            return write_failed("the checkpoint", path, exc, kept=kept, advice=advice)
         saved = load_checkpoint(self.last)["state"]
         kept = (
             f"The previous checkpoints are intact (last.pt at epoch {saved['epoch']}, step "
             f"{saved['step']}), and nothing half-written is left."
         )
-        return write_failed("the checkpoint", path, exc, kept)
+        return write_failed("the checkpoint", path, exc, kept=kept)
 
     def restore(self, payload: dict[str, Any], state_type):
         """Load every saved state back into the live objects; returns the `state_type`
         (engine.TrainState) the payload holds."""
         here = self.group.place
-        ranks = payload.get("ranks") or [
-            {"rng": payload["rng"], "epoch_buffers": payload["state"]["epoch_buffers"]}
-        ]
+        ranks = payload.get("ranks") or [{"rng": payload["rng"], "sums": payload["state"]["sums"]}]
         if len(ranks) != here.world_size:
             raise CheckpointError(
                 f"{self.last} was written by a run over {len(ranks)} process(es); this one has "
                 f"{here.world_size}. Resume it with as many: `convbench resume RUN_DIR` for one, "
                 f"`torchrun --nproc-per-node={len(ranks)} -m convbench resume RUN_DIR` for more."
             )
+        optimization = self.optimization
         self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.scaler.load_state_dict(payload["scaler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(payload["ema"])
+        optimization.optimizer.load_state_dict(payload["optimizer"])
+        optimization.scheduler.load_state_dict(payload["scheduler"])
+        optimization.scaler.load_state_dict(payload["scaler"])
+        if optimization.ema is not None:
+            optimization.ema.load_state_dict(payload["ema"])
         mine = ranks[here.rank]
         restore_rng_states(mine["rng"])
         device = next(self.model.parameters()).device
-        saved = {**payload["state"], "epoch_buffers": mine["epoch_buffers"]}
+        saved = {**payload["state"], "sums": mine["sums"]}
         return state_type.from_state_dict(saved, device)
 
 

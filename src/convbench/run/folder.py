@@ -1,8 +1,9 @@
-"""The run folder, the unit of truth: its layout, its status file, and reading runs back.
+"""The run folder, the unit of truth: every path of a run, what its files say, and its lock.
 
 A run folder (Hydra makes it for `train`; `resume` reuses it):
 
-    .hydra/config.yaml, overrides.yaml, hydra.yaml   the resolved config and the command line
+    .hydra/config.yaml, overrides.yaml, hydra.yaml   the config as Hydra composed it, the command
+                                                     line, Hydra's own settings
     train.log                                        the console log, with timestamps
     status.json                                      what the run is doing (below)
     events.out.tfevents.*                            TensorBoard
@@ -14,9 +15,12 @@ status.json: {"status": "running" | "finished" | "failed" | "interrupted", "upda
 "epoch": int, "step": int, "epochs": int, "best_val_acc": float | null, "error": str | null,
 "pid": int, "host": str}.
 
-Everything here reads files only (no torch), so listing runs is fast. Whatever another process
+A run is finished when status.json says so and its metrics.json can be read (`is_finished`):
+the one definition that the lifecycle, `resume`, `runs`, `compare` and the sweeper use.
+
+Everything here reads files only (no torch), so listing runs is fast; whatever another process
 (a sweep launcher, a second machine) needs to know about a run is in these files, never in a
-process's memory.
+process's memory. Files are input from outside: a value of the wrong type reads as missing.
 """
 
 import contextlib
@@ -29,47 +33,204 @@ import socket
 from datetime import datetime
 from pathlib import Path
 
+import yaml
+
+from convbench.errors import CheckpointError, ConvbenchError, RunInUse, WriteFailed
 from convbench.files import write_failed, write_json
 
 log = logging.getLogger("convbench")
 
-STATUS_FILE = "status.json"
-METRICS_FILE = "metrics.json"
-CHECKPOINTS = "checkpoints"
-HYDRA_FOLDER = ".hydra"
-LOCK_FILE = ".convbench.lock"
+STATES = ("running", "finished", "failed", "interrupted")
+# status.json's fields and the types each may hold; anything else reads as None.
+STATUS_TYPES = {
+    "status": str,
+    "updated": str,
+    "epoch": int,
+    "step": int,
+    "epochs": int,
+    "best_val_acc": float,
+    "error": str,
+    "pid": int,
+    "host": str,
+}
 
 
-def write_status(run_dir: Path, status: str, *, state=None, epochs: int = 0, error=None) -> None:
-    """Atomically replace `run_dir/status.json`; `WriteFailed` when the OS refuses."""
-    best = getattr(state, "best_val_acc", None)
-    record = {
-        "status": status,
-        "updated": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "epoch": getattr(state, "epoch", 0),
-        "step": getattr(state, "step", 0),
-        "epochs": epochs,
-        "best_val_acc": best if best is not None and best >= 0 else None,
-        "error": error,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),  # a pid means something only on its own machine
-    }
-    try:
-        write_json(run_dir / STATUS_FILE, record)
-    except OSError as exc:
-        kept = "Nothing else was written."
-        raise write_failed("the status file", run_dir / STATUS_FILE, exc, kept) from None
+class RunFolder:
+    """One run's folder: its paths, its status and metrics, its lock."""
 
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
 
-def record_status(run_dir: Path, status: str, **details) -> None:
-    """`write_status` on the way out of a failed run: the error being reported matters more than
-    the status file, so a refused write is only logged."""
-    from convbench.errors import WriteFailed
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
 
-    try:
-        write_status(run_dir, status, **details)
-    except WriteFailed as exc:
-        log.warning("status.json could not say %s: %s", status, exc)
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RunFolder) and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    # -- paths ---------------------------------------------------------------------------------
+    @property
+    def hydra_dir(self) -> Path:
+        return self.path / ".hydra"
+
+    @property
+    def config_file(self) -> Path:
+        """The config as Hydra composed it (interpolations unresolved)."""
+        return self.hydra_dir / "config.yaml"
+
+    @property
+    def overrides_file(self) -> Path:
+        return self.hydra_dir / "overrides.yaml"
+
+    @property
+    def hydra_file(self) -> Path:
+        return self.hydra_dir / "hydra.yaml"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".convbench.lock"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    def checkpoint(self, which: str) -> Path:
+        """checkpoints/{best,last}.pt, or a `ConvbenchError` saying what is there instead."""
+        if not self.path.is_dir():
+            raise ConvbenchError(
+                f"{self.path} is not a folder. Pass a run folder, e.g. one that `convbench runs` "
+                "lists."
+            )
+        path = self.best if which == "best" else self.last
+        if not path.is_file():
+            present = sorted(p.name for p in self.checkpoints.glob("*.pt"))
+            choose = f" (it has {', '.join(present)}; choose with --checkpoint)" if present else ""
+            raise CheckpointError(
+                f"{self.path} has no checkpoints/{path.name}{choose}. A run writes last.pt and "
+                "best.pt after its first epoch; pass the folder of a run that got that far (see "
+                "`convbench runs`)."
+            )
+        return path
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a run: Hydra's .hydra/ or a status.json."""
+        return self.hydra_dir.is_dir() or self.status_file.is_file()
+
+    # -- what its files say --------------------------------------------------------------------
+    def status(self) -> dict | None:
+        """status.json, each field checked against STATUS_TYPES (a wrong one reads as None);
+        None when the file is missing or unreadable."""
+        found = read_json(self.status_file)
+        if found is None:
+            return None
+        checked = {}
+        for key, kind in STATUS_TYPES.items():
+            value = found.get(key)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            is_bool = isinstance(value, bool)
+            checked[key] = value if isinstance(value, kind) and not is_bool else None
+        return checked
+
+    def metrics(self) -> dict | None:
+        """metrics.json, or None when it is missing or unreadable."""
+        return read_json(self.metrics_file)
+
+    def is_finished(self) -> bool:
+        """status.json says finished and metrics.json can be read."""
+        return (self.status() or {}).get("status") == "finished" and self.metrics() is not None
+
+    def state(self) -> str:
+        """What the files say the run is doing: one of STATES, or "unknown".
+
+        A "running" run whose process is gone (on this machine) was killed without a chance to
+        say so: "interrupted". "finished" needs metrics.json as well (`is_finished`)."""
+        status = self.status() or {}
+        state = status.get("status")
+        if state not in STATES or (state == "finished" and self.metrics() is None):
+            return "unknown"
+        pid = status.get("pid")
+        # A pid only means something on the machine that wrote it (outputs/ may be shared).
+        here = status.get("host") in (None, socket.gethostname())
+        if state == "running" and here and pid is not None and not process_alive(pid):
+            return "interrupted"
+        return state
+
+    def started(self) -> datetime:
+        """When the run started: Hydra writes .hydra/config.yaml before training starts."""
+        marker = self.config_file if self.config_file.exists() else self.path
+        return datetime.fromtimestamp(marker.stat().st_mtime).astimezone()
+
+    def overrides(self) -> list[str]:
+        """The command line's overrides (.hydra/overrides.yaml), [] when unreadable."""
+        found = read_yaml(self.overrides_file)
+        return [str(item) for item in found] if isinstance(found, list) else []
+
+    def job_number(self):
+        """A sweep job's `hydra.job.num` from .hydra/hydra.yaml ("?" when unreadable)."""
+        hydra = read_yaml(self.hydra_file)
+        hydra = hydra.get("hydra") if isinstance(hydra, dict) else None
+        job = hydra.get("job") if isinstance(hydra, dict) else None
+        number = job.get("num") if isinstance(job, dict) else None
+        return number if isinstance(number, int) else "?"
+
+    # -- writing -------------------------------------------------------------------------------
+    def write_status(self, status: str, *, state=None, epochs: int = 0, error=None) -> None:
+        """Atomically replace status.json; `WriteFailed` when the OS refuses."""
+        best = getattr(state, "best_val_acc", None)
+        record = {
+            "status": status,
+            "updated": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "epoch": getattr(state, "epoch", 0),
+            "step": getattr(state, "step", 0),
+            "epochs": epochs,
+            "best_val_acc": best if best is not None and best >= 0 else None,
+            "error": error,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),  # a pid means something only on its own machine
+        }
+        try:
+            write_json(self.status_file, record)
+        except OSError as exc:
+            kept = "Nothing else was written."
+            raise write_failed("the status file", self.status_file, exc, kept=kept) from None
+
+    def record_status(self, status: str, **details) -> None:
+        """`write_status` on the way out of a failed run: the error being reported matters more
+        than the status file, so a refused write is only logged."""
+        try:
+            self.write_status(status, **details)
+        except WriteFailed as exc:
+            log.warning("status.json could not say %s: %s", status, exc)
+
+    def write_metrics(self, metrics: dict) -> None:
+        """metrics.json, atomically; the OS's refusal propagates as OSError."""
+        write_json(self.metrics_file, metrics)
+
+    def lock(self) -> "RunLock":
+        return RunLock(self)
 
 
 def read_json(path: Path) -> dict | None:
@@ -83,24 +244,24 @@ def read_json(path: Path) -> dict | None:
 
 def read_yaml(path: Path):
     """The file's YAML content, or None when it is missing or unreadable."""
-    import yaml
 
     try:
         return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):
         return None
 
 
-def find_run_dirs(root: Path) -> list[Path]:
-    """Folders under `root` (itself included) that hold `.hydra/` or `status.json`."""
+def find_runs(root: Path) -> list[RunFolder]:
+    """Run folders under `root` (itself included), in path order; runs do not nest."""
     found = []
-    for folder, subfolders, files in os.walk(root):
-        if HYDRA_FOLDER in subfolders or STATUS_FILE in files:
-            found.append(Path(folder))
-            subfolders.clear()  # runs do not nest: skip checkpoints/ and the like
+    for folder, subfolders, _ in os.walk(root):
+        run = RunFolder(folder)
+        if run.is_run():
+            found.append(run)
+            subfolders.clear()  # skip checkpoints/ and the like
         else:
-            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-    return found
+            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+    return sorted(found, key=lambda run: str(run.path))
 
 
 def process_alive(pid: int) -> bool:
@@ -110,96 +271,9 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # exists, owned by someone else
-    except (OSError, OverflowError):
+    except (OSError, OverflowError, ValueError):
         return False
     return True
-
-
-def run_status(status: dict | None, metrics: dict | None) -> str:
-    """What a run's files say about it.
-
-    A "running" run whose process is gone was killed without a chance to say so: "interrupted".
-    Runs without a status file are "finished" when they have a metrics.json, else "unknown".
-    """
-    if status is None:
-        return "finished" if metrics is not None else "unknown"
-    state = str(status.get("status", "unknown"))
-    if state == "running":
-        pid = status.get("pid")
-        # A pid only means something on the machine that wrote it (outputs/ may be shared).
-        here = status.get("host") in (None, socket.gethostname())
-        if here and isinstance(pid, int) and not process_alive(pid):
-            return "interrupted"
-    return state
-
-
-def where_keys() -> set[str]:
-    """Override keys that say where or on what a run ran rather than what it trained
-    (dataset.root, trainer.device, ...): Hydra's `override_dirname.exclude_keys` of
-    conf/config.yaml, the one place that lists them."""
-    from convbench.config.compose import config_dir
-
-    config = read_yaml(config_dir() / "config.yaml") or {}
-    try:
-        return {
-            str(k) for k in config["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]
-        }
-    except (KeyError, TypeError):
-        return set()
-
-
-def key_overrides(run_dir: Path) -> list[str]:
-    """The command line's overrides, minus the `where_keys`."""
-    overrides = read_yaml(run_dir / HYDRA_FOLDER / "overrides.yaml") or []
-    excluded = where_keys()
-    # An override is key=value, ~key, +key=value or ++key=value.
-    return [o for o in map(str, overrides) if o.split("=", 1)[0].lstrip("~+") not in excluded]
-
-
-def _started(run_dir: Path) -> datetime:
-    # Hydra writes .hydra/config.yaml before training starts.
-    config_file = run_dir / HYDRA_FOLDER / "config.yaml"
-    marker = config_file if config_file.exists() else run_dir
-    return datetime.fromtimestamp(marker.stat().st_mtime).astimezone()
-
-
-def read_run(run_dir: Path, root: Path) -> dict:
-    """One run as plain values (what `convbench runs --json` prints)."""
-    config = read_yaml(run_dir / HYDRA_FOLDER / "config.yaml") or {}
-    status = read_json(run_dir / STATUS_FILE)
-    metrics = read_json(run_dir / METRICS_FILE)
-    progress = status or {}
-    finals = metrics or {}
-    model = config.get("model") or {}
-    target = str(model.get("_target_") or finals.get("model") or "")
-    best_val_acc = progress.get("best_val_acc")
-    return {
-        "started": _started(run_dir).isoformat(timespec="seconds"),
-        "run": str(run_dir.relative_to(root)),
-        "path": str(run_dir.resolve()),
-        "model": target.rsplit(".", 1)[-1] or None,
-        "dataset": (config.get("dataset") or {}).get("name") or finals.get("dataset"),
-        "overrides": key_overrides(run_dir),
-        "epoch": progress.get("epoch", finals.get("epochs")),
-        "epochs": progress.get("epochs") or (config.get("trainer") or {}).get("epochs"),
-        "best_val_acc": best_val_acc if best_val_acc is not None else finals.get("best_val_acc"),
-        "test_acc": finals.get("test_acc"),
-        "status": run_status(status, metrics),
-        "updated": progress.get("updated"),
-        "error": progress.get("error"),
-        "pid": progress.get("pid"),
-    }
-
-
-def list_runs(root: Path) -> list[dict]:
-    """Every run under `root`, oldest first (the newest ends up next to the prompt).
-
-    Raises FileNotFoundError when `root` is not a folder.
-    """
-    if not root.is_dir():
-        raise FileNotFoundError(root)
-    rows = [read_run(run_dir, root) for run_dir in find_run_dirs(root)]
-    return sorted(rows, key=lambda row: (row["started"], row["run"]))
 
 
 class RunLock:
@@ -211,18 +285,18 @@ class RunLock:
     process gets; it stays in the folder after the run (deleting it would race a new holder).
     """
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / LOCK_FILE
+    def __init__(self, run: RunFolder):
+        self.path = run.lock_file
         self._fd: int | None = None
 
     def __enter__(self) -> "RunLock":
-        from convbench.errors import RunInUse
-
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             advice = "Free some space, or fix the folder, then try again."
-            raise write_failed("the run's lock file", self.path, exc, "", advice) from None
+            raise write_failed(
+                "the run's lock file", self.path, exc, kept="", advice=advice
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -18,7 +18,11 @@ What each rank does:
 """
 
 import os
+import sys
 from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
 
 ENVIRONMENT = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -51,7 +55,6 @@ def place() -> Place:
 
 def join(here: Place) -> None:
     """Join the run's process group (gloo; idempotent). The rendezvous is torchrun's."""
-    import torch.distributed as dist
 
     if here.is_distributed and not dist.is_initialized():
         dist.init_process_group("gloo", rank=here.rank, world_size=here.world_size)
@@ -59,7 +62,6 @@ def join(here: Place) -> None:
 
 def broadcast_text(text: str | None, here: Place) -> str:
     """Rank 0's `text`, on every rank."""
-    import torch.distributed as dist
 
     if not here.is_distributed:
         return text or ""
@@ -93,20 +95,17 @@ class Group:
     def sum(self, values):
         """Element-wise sum over the ranks of a tensor (a CPU copy is sent; the result comes
         back on the tensor's device)."""
-        import torch.distributed as dist
 
         total = values.detach().to("cpu", copy=True)
         dist.all_reduce(total)
         return total.to(values.device)
 
     def any(self, flag: bool) -> bool:
-        import torch
 
         return bool(self.sum(torch.tensor([int(flag)])).item())
 
     def gather(self, value) -> list:
         """Every rank's `value` (picklable), in rank order, on every rank."""
-        import torch.distributed as dist
 
         gathered = [None] * self.place.world_size
         dist.all_gather_object(gathered, value)
@@ -123,11 +122,9 @@ def leave() -> None:
     while a peer still talks to it, or one that exits holding it, may abort ("terminate called
     without an active exception"). Only on the way out of a run that ended well: after a
     failure a peer may never reach the barrier, and torchrun stops the others anyway."""
-    import sys
 
     if "torch.distributed" not in sys.modules:
         return
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -13,7 +13,6 @@ sweeper hands them, in runs of consecutive job numbers.
 Hydra finds sweepers only under the `hydra_plugins` namespace package, hence this home.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +21,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
+
+from convbench.run.folder import RunFolder
 
 
 @dataclass
@@ -85,13 +86,9 @@ class ConvbenchSweeper(BasicSweeper):
         return runs
 
     def _finished(self, number: int, job: list[str]) -> bool:
-        """Whether job `number`'s folder holds a finished run (status.json and metrics.json)."""
+        """Whether job `number`'s folder holds a finished run (RunFolder.is_finished)."""
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
         with open_dict(config):
             config.hydra.job.id = config.hydra.job.num = number
         folder = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-        try:
-            status = json.loads((folder / "status.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return status.get("status") == "finished" and (folder / "metrics.json").is_file()
+        return RunFolder(folder).is_finished()
