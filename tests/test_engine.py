@@ -46,6 +46,7 @@ def io_for(tmp_path):
         )
         checkpointer = checkpointer_class(
             RunFolder(tmp_path),
+            epochs=2,
             config={"model": {}},
             settled=settled,
             model=model,

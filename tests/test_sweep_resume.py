@@ -35,6 +35,15 @@ def jobs(sweep_dir: Path) -> dict[str, Path]:
     return {path.name.split("_")[0]: path for path in sweep_dir.iterdir() if path.is_dir()}
 
 
+def contents(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file of a job's folder: its bytes and modification time."""
+    return {
+        str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
 @pytest.fixture(scope="module")
 def reference_sweep(mnist_root, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("reference")
@@ -55,16 +64,14 @@ def test_a_killed_sweep_is_finished_by_resume(reference_sweep, mnist_root, tmp_p
     os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, as a pre-emption does
     finish(proc, expected=-signal.SIGKILL)
     assert sorted(jobs(sweep_dir)) == ["0", "1", "2"], "job 3 never started"
-    finished_before = {
-        n: (p / "metrics.json").stat().st_mtime_ns for n, p in jobs(sweep_dir).items() if n in "01"
-    }
+    finished_before = {n: contents(p) for n, p in jobs(sweep_dir).items() if n in "01"}
 
     output = finish(start("resume", str(sweep_dir), *TRUSTED, cwd=tmp_path))
     assert "job 0: finished (skipped: finished before)" in output
     assert "job 1: finished (skipped: finished before)" in output
     assert "job 2: finished (resumed)" in output and "job 3: finished (started)" in output
-    for number, mtime in finished_before.items():
-        assert (jobs(sweep_dir)[number] / "metrics.json").stat().st_mtime_ns == mtime
+    for number, before in finished_before.items():  # not one byte of a finished job changed
+        assert contents(jobs(sweep_dir)[number]) == before, f"job {number} was run again"
 
     reference = jobs(reference_sweep)
     for number, folder in jobs(sweep_dir).items():

@@ -72,9 +72,17 @@ def main() -> None:
 
         leave()
         where = f" convbench resume {stop.run_dir}" if stop.run_dir else " convbench resume RUN_DIR"
-        typer.echo(
-            f"Interrupted by {stop.signal_name}; last.pt is saved. Continue with:{where}", err=True
-        )
+        if stop.saved:
+            typer.echo(
+                f"Interrupted by {stop.signal_name}; last.pt is saved. Continue with:{where}",
+                err=True,
+            )
+        else:
+            typer.echo(
+                f"Interrupted by {stop.signal_name} before the run's first checkpoint: nothing "
+                "was saved, so there is nothing to resume; start the run again.",
+                err=True,
+            )
         sys.exit(stop.exit_code)
     except Exception:
         traceback.print_exc()

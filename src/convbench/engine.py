@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convbench.errors import NonFiniteLoss, RunInterrupted
+from convbench.errors import Diverged, RunInterrupted
 from convbench.monitor.pictures import (
     log_feature_maps,
     log_filters,
@@ -45,6 +45,9 @@ class EngineOptions:
     log_images: bool = True  # the first batch; after every epoch first-layer filters, feature maps
     histogram_every_n_epochs: int = 0  # weight/gradient histograms; 0: off
     early_stop_patience: int = 0  # stop after N epochs without a better validation; 0: off
+    # An epoch's mean training loss above this is a diverged run, not a slow one (build sets
+    # 100 x ln(classes): 230 for 10 classes, where an untrained net starts near 2.3).
+    max_loss: float = math.inf
 
 
 @dataclass
@@ -199,9 +202,7 @@ def train_one_epoch(
             loss = optimization.loss_fn(logits, labels)
             if aux_loss is not None:
                 loss = loss + aux_loss(optimization.loss_fn, labels)
-        if options.nonfinite_skips and _skip_nonfinite(
-            loss, state, options=options, group=io.group
-        ):
+        if options.nonfinite_skips and _skip_nonfinite(loss, state, options=options, io=io):
             state.batch_in_epoch += 1  # the batch is dropped, not trained
             continue
         optimization.scaler.scale(loss).backward()
@@ -221,7 +222,7 @@ def train_one_epoch(
         trained += len(labels)
         io.progress.advance(len(labels))
         _after_step(state, io, options=options, last_step=state.batch_in_epoch > last_batch)
-    means = _sync_point(state, io, write_point=options.log_every_n_steps > 0)
+    means = _sync_point(state, io, options)
     elapsed = time.perf_counter() - started
     images_per_sec = trained / elapsed if elapsed > 0 else 0.0
     return {**means, "images_per_sec": images_per_sec, "seconds": elapsed, "images": trained}
@@ -235,22 +236,29 @@ def _after_step(state: TrainState, io: RunIO, *, options: EngineOptions, last_st
     periodic_save = _due(state.step, options.checkpoint_every_n_steps) and not last_step
     stop = _stop_requested(io)
     if periodic_save or stop or _due(state.step, options.log_every_n_steps):
-        _sync_point(state, io, write_point=options.log_every_n_steps > 0)
+        _sync_point(state, io, options)
     if periodic_save or stop:
         io.checkpointer.save(state, is_best=False)
     if stop:
         raise RunInterrupted(stop)
 
 
-def _sync_point(state: TrainState, io: RunIO, write_point: bool) -> dict:
-    """Read the epoch's sums from the device, added up over the ranks; stop on a non-finite
-    loss; show the running means, and (when `write_point`) log a train/loss_step point: the
-    mean loss of the steps since the last one (a point per step cost ~45 us of host time each,
-    2-4% of a small model's step). Returns the epoch's means so far."""
+def _sync_point(state: TrainState, io: RunIO, options: EngineOptions) -> dict:
+    """Read the epoch's sums from the device, added up over the ranks; stop on a non-finite or
+    insane loss; show the running means, and (with trainer.log_every_n_steps) log a
+    train/loss_step point: the mean loss of the steps since the last one (a point per step cost
+    ~45 us of host time each, 2-4% of a small model's step). Returns the epoch's means so far."""
     loss, correct, images = state.sums.read(io.group)
-    if not math.isfinite(loss):
-        _raise_nonfinite(state)
+    if not math.isfinite(loss) or (images and loss / images > options.max_loss):
+        first = state.sums.checked_step + 1
+        what = "NaN or infinite" if not math.isfinite(loss) else f"{loss / images:.3g} on average"
+        raise _diverged(
+            f"the training loss became {what} in epoch {state.epoch + 1} (between "
+            f"steps {first} and {state.step})",
+            io.checkpointer,
+        )
     state.sums.checked_step = state.step
+    write_point = options.log_every_n_steps > 0
     means = {"loss": loss / images, "acc": correct / images} if images else {}
     io.progress.show(**means)
     logged_loss, logged_images = state.sums.logged
@@ -261,35 +269,37 @@ def _sync_point(state: TrainState, io: RunIO, write_point: bool) -> dict:
     return {"loss": means.get("loss", 0.0), "acc": means.get("acc", 0.0)}
 
 
-def _raise_nonfinite(state: TrainState) -> None:
-    first = state.sums.checked_step + 1
-    raise NonFiniteLoss(
-        f"the training loss became NaN or infinite in epoch {state.epoch + 1}, between steps "
-        f"{first} and {state.step} (checked every trainer.log_every_n_steps); the run stopped "
-        "without saving these weights (last.pt and best.pt, once written, keep the last good "
-        "epoch's). Lower optimizer.lr, set trainer.grad_clip_norm, or use "
-        "trainer.nonfinite_skips=N to skip up to N bad steps."
+def _diverged(what: str, checkpointer) -> Diverged:
+    """The paragraph for a diverged run: what went wrong, what is kept, what to change."""
+    kept = (
+        "last.pt and best.pt keep the last good epoch's state"
+        if checkpointer.saved()
+        else "no checkpoint had been written yet"
+    )
+    return Diverged(
+        f"{what}: the run diverged and stopped without saving these weights ({kept}), and it "
+        "is not reported as finished. Lower optimizer.lr, check optimizer.momentum and the "
+        "other optimizer.* values, set trainer.grad_clip_norm, or use trainer.nonfinite_skips=N "
+        "to skip up to N bad steps."
     )
 
 
-def _skip_nonfinite(
-    loss: torch.Tensor, state: TrainState, *, options: EngineOptions, group
-) -> bool:
+def _skip_nonfinite(loss: torch.Tensor, state: TrainState, *, options: EngineOptions, io) -> bool:
     """trainer.nonfinite_skips: whether to drop this step (every rank drops it together, or
     DDP's gradient exchange would wait forever); stops at the first bad step beyond the
     allowed number."""
     finite = torch.isfinite(loss).item()  # host sync, once per step: the price of this mode
-    if not group.any(not finite):
+    if not io.group.any(not finite):
         return False
     state.skipped_steps += 1
     log.warning(
         "non-finite loss at step %d skipped (%d so far)", state.step + 1, state.skipped_steps
     )
     if state.skipped_steps > options.nonfinite_skips:
-        raise NonFiniteLoss(
-            f"more than trainer.nonfinite_skips={options.nonfinite_skips} non-finite steps (at "
-            f"epoch {state.epoch + 1}, step {state.step + 1}); the last good state is in "
-            "last.pt. Lower optimizer.lr or set trainer.grad_clip_norm."
+        raise _diverged(
+            f"more than trainer.nonfinite_skips={options.nonfinite_skips} steps had a NaN or "
+            f"infinite loss (the last at epoch {state.epoch + 1}, step {state.step + 1})",
+            io.checkpointer,
         )
     return True
 
@@ -421,6 +431,11 @@ def fit(
             autocast_dtype=options.autocast_dtype,
             group=io.group,
         )
+        if not math.isfinite(val["loss"]):
+            raise _diverged(
+                f"the validation loss became NaN or infinite after epoch {state.epoch + 1}",
+                io.checkpointer,
+            )
         optimization.scheduler.step()
         is_best = _close_epoch(state, train=train, val=val, lr=lr)
         _log_epoch(io.writer, state, epochs=epochs, train=train, val=val, lr=lr)

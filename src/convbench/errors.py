@@ -16,7 +16,8 @@ name. Only the layer that knows what the user typed (convbench.run.build for con
 commands for their arguments) turns a `ValueError` into a `ConvbenchError`.
 
 Exit codes: 0 success; 1 a sweep with failed jobs, or a bug; 2 bad input; 3 interrupted by a
-signal after saving last.pt (resume it); 4 the loss became NaN/inf; 5 the operating system
+signal after saving last.pt (resume it); 4 the training diverged (a loss became NaN or
+infinite, or grew beyond any sane scale); 5 the operating system
 refused a write (a full disk, a file-size limit, a read-only folder, an I/O error): the previous
 checkpoints are intact, resume once the disk is fixed.
 """
@@ -25,7 +26,7 @@ EXIT_FAILED_JOBS = 1
 EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 3
-EXIT_NONFINITE = 4
+EXIT_DIVERGED = 4
 EXIT_WRITE_FAILED = 5
 
 BUG_REPORT = (
@@ -49,10 +50,11 @@ class CheckpointError(ConvbenchError):
     """A checkpoint that is missing, corrupt, foreign, or built for another model."""
 
 
-class NonFiniteLoss(ConvbenchError):
-    """The loss became NaN or infinite; the run stopped without saving the diverged weights."""
+class Diverged(ConvbenchError):
+    """The training diverged: a loss became NaN or infinite, or grew beyond any sane scale; the
+    run stopped without saving the diverged weights and without calling itself finished."""
 
-    exit_code = EXIT_NONFINITE
+    exit_code = EXIT_DIVERGED
 
 
 class WriteFailed(ConvbenchError):
@@ -83,6 +85,7 @@ class RunInterrupted(BaseException):
 
     exit_code = EXIT_INTERRUPTED
 
-    def __init__(self, signal_name: str, run_dir: str = ""):
+    def __init__(self, signal_name: str, run_dir: str = "", saved: bool = True):
         super().__init__(signal_name)
         self.signal_name, self.run_dir = signal_name, run_dir
+        self.saved = saved  # False: stopped before the first checkpoint, nothing to resume

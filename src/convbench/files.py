@@ -9,6 +9,7 @@ leave a temporary file behind; `remove_leftovers` clears them before a run conti
 
 import errno
 import json
+import math
 import os
 import resource
 import shutil
@@ -68,9 +69,21 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """`data` as indented JSON, written atomically."""
-    text = json.dumps(data, indent=2) + "\n"
+    """`data` as indented JSON, written atomically. A NaN or infinite number, which JSON has no
+    spelling for, is written as null, so the file stays valid JSON for every reader."""
+    text = json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def finite(value):
+    """`value` with every NaN or infinite float, at any depth, replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
 
 
 def remove_leftovers(folder: Path) -> None:

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 
 from convbench.cli import main
+from convbench.data import folder
 
 
 @dataclass
@@ -19,7 +20,10 @@ class Result:
 
 
 def convbench(*args: str) -> Result:
-    """`convbench ARGS` through the console script's entry point; never raises SystemExit."""
+    """`convbench ARGS` through the console script's entry point; never raises SystemExit. As
+    in a new process, nothing read by an earlier call is remembered (the image folders' index,
+    which a process reads once)."""
+    folder.index_cache_clear()
     stdout, stderr = io.StringIO(), io.StringIO()
     argv, level = sys.argv, logging.getLogger().level
     sys.argv = ["convbench", *map(str, args)]

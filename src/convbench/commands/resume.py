@@ -78,11 +78,14 @@ def resume_sweep(sweep_dir: Path, config_dirs: list[Path]) -> int:
 
     arguments = relaunch_arguments(sweep_dir, config_dirs)
     before = {str(job["run_dir"]): job["status"] for job in job_outcomes(sweep_dir)}
-    code = train(arguments).exit_code
-    typer.echo(f"Sweep {sweep_dir}:")
-    for job in job_outcomes(sweep_dir):
-        was = before.get(str(job["run_dir"]))
-        done = {"finished": "skipped: finished before", None: "started"}.get(was, "resumed")
-        accuracy = "" if job["test_acc"] is None else f" test acc {job['test_acc']:.4f}"
-        typer.echo(f"  job {job['num']}: {job['status']} ({done}){accuracy}  {job['run_dir'].name}")
-    return code
+    try:
+        return train(arguments).exit_code
+    finally:  # also when a job stops the sweep (in use by another resume, a signal): say where
+        typer.echo(f"Sweep {sweep_dir}:")
+        for job in job_outcomes(sweep_dir):
+            was = before.get(str(job["run_dir"]))
+            done = {"finished": "skipped: finished before", None: "started"}.get(was, "resumed")
+            accuracy = "" if job["test_acc"] is None else f" test acc {job['test_acc']:.4f}"
+            typer.echo(
+                f"  job {job['num']}: {job['status']} ({done}){accuracy}  {job['run_dir'].name}"
+            )

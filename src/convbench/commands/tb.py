@@ -5,12 +5,17 @@ from pathlib import Path
 
 import typer
 
+from convbench.errors import ConvbenchError
+
 LOOPBACK = "127.0.0.1"  # TensorBoard has no authentication: this machine only, unless asked
 
 
 def tb(
-    logdir: Path = typer.Argument(
-        Path("outputs"), metavar="DIR", help="Folder of runs (searched recursively)."
+    folder: Path | None = typer.Argument(
+        None, metavar="[DIR]", help="Folder of runs (searched recursively; default outputs/)."
+    ),
+    logdir: Path | None = typer.Option(
+        None, "--logdir", help="The same as DIR, as TensorBoard itself names it."
     ),
     port: int | None = typer.Option(
         None, help="Port; default 6006 or the next free one after it; 0 = any free port."
@@ -21,6 +26,13 @@ def tb(
 ) -> None:
     """Start TensorBoard on the runs in DIR (default outputs/), print its URL, serve until
     Ctrl-C. Listens on this machine only unless --host says otherwise."""
+    if folder is not None and logdir is not None and folder != logdir:
+        raise ConvbenchError(f"DIR {folder} and --logdir {logdir} name two folders: give one.")
+    logdir = folder or logdir or Path("outputs")
+    if port is not None and not 0 <= port <= 65535:
+        raise ConvbenchError(
+            f"--port {port} is not a port: use a number from 1 to 65535, or 0 for any free one."
+        )
     from convbench.analysis.board import launch, logged_runs
 
     url = launch(logdir, host, port)

@@ -99,9 +99,10 @@ MAX_IMAGE_SIDE = 4096  # dataset.image_size, and the pixel amounts of the pertur
 class AugmentConfig:
     crop_padding: int = key(
         "random translation: zero-pad by N pixels, then crop a random window of the original "
-        "size (each image moves by up to N pixels)",
+        "size (each image moves by up to N pixels); below the images' side",
         0,
         low=0,
+        high=MAX_IMAGE_SIDE,
         off="no crop",
     )
     flip: bool = key("flip half of the images left-right", False)
@@ -185,7 +186,7 @@ class DatasetConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = key("passes over the training split", low=1)
+    epochs: int = key("passes over the training split", low=1, high=100_000)
     batch_size: int = key(
         "images per step (the global batch: each of N processes takes batch_size / N)", low=1
     )

@@ -84,6 +84,11 @@ def index_folder(root: Path | str) -> FolderIndex:
     return _index(str(root))
 
 
+def index_cache_clear() -> None:
+    """Forget the folders read so far: the next `index_folder` reads them again."""
+    _index.cache_clear()
+
+
 @lru_cache(maxsize=8)
 def _index(root: str) -> FolderIndex:
     if root in (None, "None", "???", ""):
@@ -151,7 +156,7 @@ def folder_channels(root: str) -> int:
             with Image.open(path) as image:
                 if image.mode not in ("1", "L", "I", "I;16", "F", "LA"):
                     return 3
-        except OSError:
+        except (OSError, Image.DecompressionBombError):
             continue  # a bad file is named when the images are decoded
     return 1
 
@@ -169,11 +174,37 @@ def cache_key(files: list[str], root: Path, *, side: int, channels: int) -> str:
     return digest.hexdigest()[:24]
 
 
+def eight_bit(image: Image.Image) -> Image.Image:
+    """A grey image of 16-bit, 32-bit integer or floating-point pixels as 8-bit ("L"), scaled
+    by the range its mode implies; Pillow's own convert("L") would clip them to white or black.
+    16-bit: 0-65535 -> 0-255. 32-bit integers: 0-255 kept, 0-65535 scaled as 16-bit. Floats:
+    [0, 1] -> 0-255, [0, 255] kept. Any other range has no meaning we can know: ValueError."""
+    mode = image.mode
+    if not (mode.startswith("I") or mode == "F"):
+        return image
+    pixels = np.asarray(image, dtype=np.float64)
+    low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+    finite = bool(np.isfinite(pixels).all())
+    if mode.startswith("I;16") or (mode == "I" and low >= 0 and high > 255 and high <= 65535):
+        scaled = pixels / 257
+    elif finite and low >= 0 and high <= 1 and mode == "F":
+        scaled = pixels * 255
+    elif finite and low >= 0 and high <= 255:
+        scaled = pixels
+    else:
+        kind = "floating-point" if mode == "F" else "32-bit integer"
+        raise ValueError(
+            f"{kind} pixels from {low:g} to {high:g}: outside the ranges an image's pixels mean "
+            "(0-255, 0-65535, or [0, 1] for floats), so they cannot be turned into grey levels"
+        )
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
 def decode(path: Path | str, side: int, channels: int) -> torch.Tensor:
     """One image as uint8 [channels, side, side] (see the module docstring's policy)."""
 
     with Image.open(path) as image:
-        image = image.convert("L" if channels == 1 else "RGB")
+        image = eight_bit(image).convert("L" if channels == 1 else "RGB")
         width, height = image.size
         scale = side / min(width, height)
         size = (max(side, round(width * scale)), max(side, round(height * scale)))
@@ -188,13 +219,15 @@ def decode_or_problem(path: Path, side: int, channels: int) -> tuple[torch.Tenso
     """(`decode`'s image, "") or, for a file Pillow cannot read, (None, what is wrong)."""
     try:
         return decode(path, side, channels), ""
-    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for a bad file
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # Pillow's errors for a bad file, and for one too large to decode safely
         return None, f"{path} ({type(exc).__name__}: {exc})"
 
 
 def bad_image_error(problem: str) -> DatasetError:
     return DatasetError(
-        f"{problem} cannot be decoded: the image is truncated or corrupt. Delete or replace it, "
+        f"{problem} cannot be decoded: the image is truncated, corrupt, too large to decode "
+        "safely, or holds pixels that mean no grey level. Delete or replace it, "
         "or set dataset.skip_bad_images=true to leave such files out (they are counted and "
         "named in the log)."
     )
@@ -239,7 +272,8 @@ def decode_all(
         return index, problem
 
     ticks = _progress(len(files))
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+    try:
         for index, problem in pool.map(one, range(len(files))):
             next(ticks, None)
             if not problem:
@@ -248,6 +282,8 @@ def decode_all(
                 skipped.append(problem)
             else:
                 raise bad_image_error(problem)
+    finally:  # on a bad file or a stop signal, the images not started yet are not decoded
+        pool.shutdown(wait=True, cancel_futures=True)
     ticks.close()
     index = torch.tensor(kept, dtype=torch.long)
     labels = torch.tensor([files[i][1] for i in kept], dtype=torch.long)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -66,6 +67,7 @@ def train(arguments: list[str]) -> TrainOutcome:
     """Run `convbench train ARGUMENTS` (Hydra overrides and flags) to its end."""
 
     schema.register()
+    _refuse_null_groups(arguments)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: one folder for all
         from convbench.launch.distributed import one_folder_for_all_ranks
 
@@ -86,6 +88,11 @@ def train(arguments: list[str]) -> TrainOutcome:
         raise error from None
     except (HydraException, OmegaConfBaseException) as exc:  # composing failed: no job ran
         raise ConvbenchError(describe_config_error(exc, arguments)) from None
+    except yaml.YAMLError as exc:  # a config file of the user's (--config-dir) does not parse
+        raise ConvbenchError(
+            f"a config file is not valid YAML: {' '.join(str(exc).split())}. Fix that file (its "
+            "name and line are above); nothing was run."
+        ) from None
     except OSError as exc:  # Hydra could not write a run folder's .hydra/ or train.log
         where = Path(exc.filename or "outputs")
         raise write_failed(
@@ -120,6 +127,29 @@ def _as_hydra_sees_it(arguments: list[str]):
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = full_error
+
+
+def _refuse_null_groups(arguments: list[str]) -> None:
+    """`model=null` (any config group) would leave a run without its model: refused, with the
+    group's options. A group removed on purpose is written `~model` and replaced with
+    `+model=...`."""
+    try:
+        parsed = get_args_parser().parse_intermixed_args(arguments)
+        overrides = OverridesParser.create().parse_overrides(parsed.overrides)
+    except (Exception, SystemExit):  # Hydra reports a command line it cannot parse
+        return
+    for override in overrides:
+        group = override.key_or_group
+        folder = config_dir() / group
+        if "." in group or override.is_delete() or not folder.is_dir():
+            continue
+        if override.value() is None:
+            choices = sorted(path.stem for path in folder.glob("*.yaml"))
+            raise ConvbenchError(
+                f"{group}=null leaves the run without a {group}: choose one of "
+                f"{', '.join(choices)} (e.g. {group}={choices[0]}). To use a {group} config of "
+                f"your own instead, write ~{group} '+{group}={{...}}' or use --config-dir."
+            )
 
 
 def _quoted(value: str) -> str:

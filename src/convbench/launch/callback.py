@@ -42,12 +42,29 @@ class ConvbenchCallback(Callback):
 
 
 def _refuse_a_used_folder(run_dir: Path) -> None:
-    """A new run never writes into a folder that already holds one (hydra.run.dir=...): its
-    checkpoints and curves would be overwritten or mixed."""
-
-    if RunFolder(run_dir).status_file.is_file():
+    """A new run never writes into a folder that already holds one (hydra.run.dir=...), nor
+    into a folder of the user's own files: its checkpoints, metrics.json and .hydra/ would
+    overwrite or mix with what is there. A folder holding only what Hydra itself writes before
+    a run (.hydra/, train.log: the processes of trainer.devices=N start in the folder their
+    launcher made) is the run's own."""
+    folder = RunFolder(run_dir)
+    if folder.status_file.is_file():
         raise ConvbenchError(
             f"{run_dir} already holds a run. Continue it with `convbench resume {run_dir}`, or "
             "give the new run a folder of its own (leave hydra.run.dir out: every run gets a new "
             "folder)."
+        )
+    hydras_own = {folder.hydra_dir.name, folder.log_file.name}
+    others = (
+        sorted(p.name for p in run_dir.iterdir() if p.name not in hydras_own)
+        if (run_dir.is_dir())
+        else []
+    )
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise ConvbenchError(
+            f"hydra.run.dir={run_dir} is a folder with files of its own ({shown}): a run "
+            "writes its config, checkpoints, metrics.json and TensorBoard files there and "
+            "would overwrite or mix with them. Give the run an empty or new folder (or leave "
+            "hydra.run.dir out: every run gets a new folder)."
         )

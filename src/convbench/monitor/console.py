@@ -22,6 +22,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from convbench.files import write_failed
+
 
 class ConsoleHandler(logging.StreamHandler):
     """Log records to whatever `sys.stdout` is when each record is written.
@@ -113,7 +115,11 @@ def log_to_run_folder(log_file: Path):
     console.setFormatter(logging.Formatter("%(message)s"))
     handlers = [console]
     if log_file.parent.is_dir():
-        to_file = logging.FileHandler(log_file)  # appends
+        try:
+            to_file = logging.FileHandler(log_file)  # appends
+        except OSError as exc:  # a read-only or full file system
+            kept = "Nothing was written; the run's checkpoints are as they were."
+            raise write_failed("the run's log", log_file, exc, kept=kept) from None
         to_file.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
         handlers.append(to_file)
     previous_level = root.level

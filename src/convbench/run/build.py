@@ -8,6 +8,7 @@ and the data's statistics go into the `Settled` record beside it.
 """
 
 import logging
+import math
 import random
 from dataclasses import dataclass
 
@@ -235,8 +236,10 @@ def make_batches(cfg: DictConfig, splits: Splits, *, device, settled: Settled, h
     }
 
 
-def engine_options(trainer: DictConfig, settled: Settled) -> EngineOptions:
-    """The trainer settings the engine reads, under their own names."""
+def engine_options(cfg: DictConfig, settled: Settled) -> EngineOptions:
+    """The trainer settings the engine reads, under their own names, and the loss beyond which
+    a run has diverged: 100 x ln(classes), a hundred times an untrained net's loss."""
+    trainer = cfg.trainer
     return EngineOptions(
         grad_clip_norm=trainer.grad_clip_norm,
         log_every_n_steps=trainer.log_every_n_steps,
@@ -246,6 +249,7 @@ def engine_options(trainer: DictConfig, settled: Settled) -> EngineOptions:
         log_images=trainer.log_images,
         histogram_every_n_epochs=trainer.histogram_every_n_epochs,
         early_stop_patience=trainer.early_stop_patience,
+        max_loss=100 * math.log(cfg.dataset.num_classes),
     )
 
 
@@ -391,6 +395,7 @@ def build_run(
     writer = EventLog(folder.path, purge_step=purge_step) if here.is_main else SilentLog()
     checkpointer = Checkpointer(
         folder,
+        epochs=trainer.epochs,
         config=OmegaConf.to_container(cfg, resolve=True),
         settled=settled,
         model=model,
@@ -419,7 +424,7 @@ def build_run(
         batches=make_batches(cfg, splits, device=device, settled=settled, here=here),
         model=model,
         optimization=optimization,
-        options=engine_options(trainer, settled),
+        options=engine_options(cfg, settled),
         writer=writer,
         checkpointer=checkpointer,
         params=params,

@@ -10,6 +10,7 @@ target: a crash or a full disk during a save leaves the previous checkpoint inta
 
 import dataclasses
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any reader error means the same thing: not a usable checkpoint
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path} is not a loadable convbench checkpoint: it is corrupt, truncated, or holds "
-            f"objects that safe loading refuses to run ({first_line}). Nothing was executed. "
+            f"objects that safe loading refuses to run ({_reason(exc)}). Nothing was executed. "
             "Use a checkpoint written by convbench (the last.pt or best.pt of a run)."
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -55,6 +55,18 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"version {VERSION}."
         )
     return payload
+
+
+def _reason(exc: Exception) -> str:
+    """What the reader found, without torch's advice to load with weights_only=False: the one
+    step that would run a crafted file's code."""
+    text = " ".join(str(exc).split())
+    unpickler = re.search(
+        r"WeightsUnpickler error: (.*?)(?:\.? Please use|\.? Check the doc|$)", text
+    )
+    if unpickler:
+        return unpickler.group(1).strip()
+    return text.split(". ")[0] if text else type(exc).__name__
 
 
 def rng_states() -> dict[str, Any]:
@@ -144,12 +156,28 @@ class Checkpointer:
     under "ranks", so that each rank resumes exactly where it stood.
     """
 
-    def __init__(self, run, *, config: dict, settled: Settled, model, optimization, writer, group):
+    def __init__(
+        self,
+        run,
+        *,
+        epochs: int,
+        config: dict,
+        settled: Settled,
+        model,
+        optimization,
+        writer,
+        group,
+    ):
         self.run = run  # convbench.run.folder.RunFolder
+        self.epochs = epochs
         self.config = config  # the resolved config, as Hydra composed it
         self.settled = settled
         self.model, self.optimization = model, optimization
         self.writer, self.group = writer, group
+
+    def saved(self) -> bool:
+        """Whether the run has a checkpoint to fall back on."""
+        return self.run.last.is_file()
 
     @property
     def last(self) -> Path:
@@ -191,6 +219,8 @@ class Checkpointer:
                 save_checkpoint(payload, path)
             except OSError as exc:
                 raise self._write_failed(path, exc) from None
+        # status.json follows, so that a run killed later still shows how far it got.
+        self.run.write_status("running", state=state, epochs=self.epochs)
 
     def _write_failed(self, path: Path, exc: OSError):
         if not self.last.is_file():

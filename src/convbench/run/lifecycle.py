@@ -9,6 +9,7 @@ Rank 0 alone writes the run folder in a distributed run (convbench.run.ranks).
 
 import contextlib
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -17,9 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from convbench.config import schema
+from convbench.config.compose import user_error_inside
 from convbench.config.trust import Trust, check_config
 from convbench.engine import RunIO, TrainState, evaluate, fit
-from convbench.errors import CheckpointError, RunInterrupted, WriteFailed
+from convbench.errors import CheckpointError, Diverged, RunInterrupted, WriteFailed
 from convbench.files import remove_leftovers, write_failed
 from convbench.monitor.console import make_progress
 from convbench.monitor.pictures import log_confusion, log_graph
@@ -60,9 +62,15 @@ def train(cfg: DictConfig, folder: RunFolder) -> dict:
     with _lock(folder):
         _status(folder, "running", epochs=cfg.trainer.epochs)
         try:
-            run = build_run(cfg, folder)
-            if cfg.trainer.init_from:
-                init_weights_from(run, cfg.trainer.init_from)
+            with StopRequest(at_once=True):  # decoding a dataset can take minutes
+                run = build_run(cfg, folder)
+                if cfg.trainer.init_from:
+                    init_weights_from(run, cfg.trainer.init_from)
+        except RunInterrupted as stop:
+            error = f"{stop.signal_name} before the first step: nothing to resume"
+            _record(folder, "interrupted", epochs=cfg.trainer.epochs, error=error)
+            log.warning("stopped by %s before the first step; nothing was saved", stop.signal_name)
+            raise
         except BaseException as exc:
             _record(folder, "failed", epochs=cfg.trainer.epochs, error=str(exc))
             raise
@@ -113,8 +121,13 @@ def resume(folder: RunFolder, trust: Trust) -> dict:
         cfg = OmegaConf.create(payload["config"])
         started = Settled.from_dict(payload.get("settled"), folder.last)
         step = payload["state"]["step"]
-        run = build_run(cfg, folder, started=started, purge_step=step + 1)
-        state = run.checkpointer.restore(payload, TrainState)
+        try:
+            with StopRequest(at_once=True):  # loading the data again can take minutes
+                run = build_run(cfg, folder, started=started, purge_step=step + 1)
+                state = run.checkpointer.restore(payload, TrainState)
+        except RunInterrupted as stop:  # last.pt, untouched, is still where to resume from
+            stop.saved, stop.run_dir = True, str(folder.path)
+            raise
         log.info("resuming %s at epoch %d, step %d", folder.path, state.epoch + 1, state.step)
         return execute(run, state)
 
@@ -129,6 +142,9 @@ def check_belongs_to_run(folder: RunFolder, payload: dict) -> None:
     try:
         run_config = OmegaConf.to_container(OmegaConf.load(folder.config_file), resolve=True)
     except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as exc:
+        inner = user_error_inside(exc)
+        if inner is not None:  # the run's data is gone or moved (a folder dataset's classes)
+            raise inner from None
         reason = " ".join(str(exc).split())
         raise CheckpointError(
             f"{folder.config_file} cannot be read as a config ({reason}), so nothing says which "
@@ -176,11 +192,20 @@ def execute(run: Run, state: TrainState) -> dict:
             if not main:  # rank 0 tests the best weights and writes the results
                 return {}
             # A stop signal from here on lets the final test finish: the run then has finished.
-            metrics = finish(run, state, time.perf_counter() - started)
+            try:
+                metrics = finish(run, state, time.perf_counter() - started)
+            except RuntimeError:
+                # A stop signal sent to the whole process group also ends the processes that
+                # read a streamed dataset; the test they fed cannot finish, and the run stops
+                # as interrupted: `resume` tests best.pt again.
+                if stop.requested is None:
+                    raise
+                raise RunInterrupted(stop.requested) from None
             if stop.requested:
                 log.warning("%s came during the final test; the run finished", stop.requested)
             return metrics
     except RunInterrupted as stop:
+        stop.saved = stop.saved or run.checkpointer.saved()  # a second signal saves nothing new
         _record(run.folder, "interrupted", state=state, epochs=epochs, error=stop.signal_name)
         stop.run_dir = str(run.folder.path)
         log.warning(
@@ -206,6 +231,12 @@ def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
         num_classes=run.cfg.dataset.num_classes,
         autocast_dtype=run.options.autocast_dtype,
     )
+    if not math.isfinite(test["loss"]):
+        raise Diverged(
+            f"the test loss of {run.checkpointer.best} is NaN or infinite: the run diverged, and "
+            "it is not reported as finished. Lower optimizer.lr, check the optimizer.* values, "
+            "or set trainer.grad_clip_norm."
+        )
     metrics = final_metrics(state, test, run=run, wall_time_s=wall_time_s)
     rows = robustness.measure(run)
     if rows:
