@@ -218,13 +218,13 @@ def model_overrides(name: str) -> list[str]:
     return [f"model={name}"]
 
 
-def benchmark_options(trainer_cfg, settled: Settled, log_every_n_steps) -> EngineOptions:
+def benchmark_options(cfg, settled: Settled, log_every_n_steps) -> EngineOptions:
     """The trainer's EngineOptions with no checkpoints inside the epoch and, when given,
     --log-every-n-steps in place of the config's value."""
     changes = {"checkpoint_every_n_steps": 0}
     if log_every_n_steps is not None:
         changes["log_every_n_steps"] = log_every_n_steps
-    return dataclasses.replace(engine_options(trainer_cfg, settled), **changes)
+    return dataclasses.replace(engine_options(cfg, settled), **changes)
 
 
 def make_setup(name: str, args, seed: int = 0) -> Setup:
@@ -251,7 +251,7 @@ def make_setup(name: str, args, seed: int = 0) -> Setup:
         name,
         cfg,
         initial_model=build_model(cfg, torch.device("cpu")),
-        options=benchmark_options(cfg.trainer, settled, args.log_every_n_steps),
+        options=benchmark_options(cfg, settled, args.log_every_n_steps),
         device=device,
         precision=precision,
         channels_last=layout,

@@ -85,3 +85,39 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     return path
+
+
+# Folders of drawn shapes (the streaming tests): three classes, a bright disc, a square or
+# stripes over noise, in sizes square and not, larger and smaller than a side of 16, so the
+# shorter-side resize and the centre crop both do something.
+SHAPE_CLASSES = ("circle", "square", "stripes")
+SHAPE_SIZES = ((24, 24), (30, 22), (17, 40), (12, 12))
+
+
+def _drawing(kind: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """An RGB picture of class `kind` over noise: a bright disc, a square, or stripes."""
+    pixels = rng.integers(0, 90, size=(height, width, 3), dtype=np.uint8)
+    rows, cols = np.mgrid[0:height, 0:width]
+    if kind == 0:
+        shape = (rows - height / 2) ** 2 + (cols - width / 2) ** 2 < (min(width, height) / 3) ** 2
+    elif kind == 1:
+        shape = (abs(rows - height / 2) < height / 4) & (abs(cols - width / 2) < width / 4)
+    else:
+        shape = (cols // 3) % 2 == 0
+    pixels[shape] = rng.integers(160, 255, size=3, dtype=np.uint8)
+    return pixels
+
+
+def write_shape_folders(root: Path, per_class: int, seed: int = 0) -> Path:
+    """ROOT/<class>/<n>.png and .jpg (alternately; every third one grey), real files."""
+    rng = np.random.default_rng(seed)
+    for kind, name in enumerate(SHAPE_CLASSES):
+        (root / name).mkdir(parents=True)
+        for n in range(per_class):
+            width, height = SHAPE_SIZES[n % len(SHAPE_SIZES)]
+            image = Image.fromarray(_drawing(kind, width, height, rng))
+            if n % 3 == 2:
+                image = image.convert("L")
+            suffix = ".jpg" if n % 2 else ".png"
+            image.save(root / name / f"{n:03d}{suffix}", quality=90)
+    return root

@@ -1,6 +1,6 @@
 """One rank of `torchrun --nproc-per-node=2 load_in_turn.py OUT GOOD BAD`: joins the real gloo
 group, loads the image folder GOOD, then BAD, through `convbench.run.build.load_splits_in_turn`, and
-writes what it logged and raised for each to OUT/rank<r>.json (tests/test_distributed.py)."""
+writes what it logged and raised for each to OUT/rank<r>.json (tests/process/test_distributed.py)."""
 
 import json
 import logging

@@ -1,6 +1,7 @@
 """The house rules, read from the source itself: a handful of modules at the top, a stated job
 per package, imports that run one way down the data flow, thin commands, one home per file
-name of the run folder, keyword arguments past the third."""
+name of the run folder, keyword arguments past the third; and the tests' own rule, that
+tests/unit starts no process."""
 
 import ast
 from pathlib import Path
@@ -164,3 +165,79 @@ def test_no_formatting_is_switched_off():
         if line.rstrip().endswith("# fmt" + ": skip") or "fmt" + ": off" in line
     ]
     assert switched == []
+
+
+# The tests' own tiers: tests/unit runs in this process, so `pytest tests/unit` stays quick.
+PROCESS_HELPERS = {"run_cli", "start"}  # helpers.cli: `python -m convbench` as a process
+
+
+def starts_processes(source: str) -> list[str]:
+    """What in a test module's source reaches for a process of its own: an import of
+    subprocess, helpers.cli's run_cli or start (imported, or called through the module), or
+    conftest's `cli` fixture (run_cli) taken as an argument."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [
+                f"{node.lineno}: import {a.name}"
+                for a in node.names
+                if a.name.split(".")[0] == "subprocess"
+            ]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.split(".")[0] == "subprocess":
+                found.append(f"{node.lineno}: from {node.module} import ...")
+            elif node.module == "helpers.cli":
+                found += [
+                    f"{node.lineno}: helpers.cli.{a.name}"
+                    for a in node.names
+                    if a.name in PROCESS_HELPERS
+                ]
+        elif isinstance(node, ast.Attribute) and node.attr in PROCESS_HELPERS:
+            owner = ast.unparse(node.value)
+            if owner in ("cli", "helpers.cli"):
+                found.append(f"{node.lineno}: {owner}.{node.attr}")
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and "cli" in [
+            a.arg for a in node.args.args
+        ]:
+            found.append(f"{node.lineno}: {node.name} takes the `cli` fixture")
+    return found
+
+
+def test_the_unit_tier_starts_no_process():
+    offenders = {
+        str(path.relative_to(TESTS)): starts_processes(path.read_text())
+        for path in sorted((TESTS / "unit").rglob("*.py"))
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_the_tier_check_sees_what_it_looks_for():
+    seen = starts_processes(
+        "import subprocess\n"
+        "from helpers.cli import TRUSTED, run_cli, start\n"
+        "import helpers.cli\n"
+        "def test_a(cli, tmp_path):\n"
+        "    helpers.cli.start('train')\n"
+    )
+    assert sorted(seen) == [
+        "1: import subprocess",
+        "2: helpers.cli.run_cli",
+        "2: helpers.cli.start",
+        "4: test_a takes the `cli` fixture",
+        "5: helpers.cli.start",
+    ]
+    assert any(starts_processes(path.read_text()) for path in (TESTS / "process").glob("*.py"))
+
+
+def test_no_test_skips():
+    """Where a test needs something (a browser, real data, root for a tmpfs), it fails and says
+    what to install: a skipped test would let a broken promise pass unseen."""
+    skipping = [
+        f"{path.relative_to(TESTS)}:{node.lineno} {ast.unparse(node)}"
+        for path in sorted(TESTS.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+        and node.attr in ("skip", "skipif", "importorskip")
+        and ast.unparse(node.value) in ("pytest", "pytest.mark")
+    ]
+    assert skipping == []

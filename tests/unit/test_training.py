@@ -1,7 +1,8 @@
 """What training does, checked through what it does to weights and losses rather than through
 the settings it reads: gradient clipping bounds a step, label smoothing changes the loss the
 run trains on, trainer.nonfinite_skips skips exactly N bad steps, and a diverged run stops
-(exit 4) without saving, without calling itself finished, and says what it kept."""
+(exit 4) without saving, without calling itself finished, and says what it kept: on the engine
+with a tiny model, then as `convbench train` (in this process) on the tiny MNIST fixture."""
 
 import json
 import math
@@ -18,10 +19,11 @@ from convbench.errors import EXIT_DIVERGED, Diverged
 from convbench.files import write_json
 from convbench.monitor.console import NoProgress
 from convbench.run.build import build_optimization, engine_options
-from convbench.run.checkpoint import Checkpointer, Settled
+from convbench.run.checkpoint import Checkpointer, Settled, load_checkpoint
 from convbench.run.folder import RunFolder
 from convbench.run.ranks import Solo
 from convbench.run.signals import StopRequest
+from helpers.inprocess import convbench
 
 SETTLED = Settled(
     precision="fp32", channels_last=False, mean=[0.5], std=[0.5], fingerprint={}, reasons={}
@@ -250,3 +252,56 @@ def test_metrics_json_stays_valid_json_whatever_the_numbers(tmp_path):
 
     saved = json.loads(path.read_text(), parse_constant=refuse)
     assert saved == {"test_loss": None, "history": [{"loss": None}], "ok": 1.5}
+
+
+# --- the same, as a user meets it: `convbench train` (in this process) -------------------------
+
+
+def test_nan_stops_with_a_clear_message_and_best_pt_untouched(mnist_root, tmp_path):
+    # Epoch 1 trains normally; then the step scheduler multiplies lr by 1e12: the loss explodes.
+    run_dir = tmp_path / "run"
+    result = convbench(
+        "train",
+        "dataset=mnist",
+        f"dataset.root={mnist_root}",
+        "dataset.val_size=100",
+        "trainer.epochs=3",
+        "trainer.device=cpu",
+        "scheduler=step",
+        "scheduler.step_size=1",
+        "scheduler.gamma=1e12",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.code == 4, result.stderr
+    message = result.stderr
+    # 500 training images in batches of 128: epoch 2 is steps 5 to 8, none checked before its end
+    assert "in epoch 2 (between steps 5 and 8)" in message, message
+    assert "last.pt and best.pt keep the last good epoch" in message, message
+    assert "Traceback" not in message
+    for name in ("best.pt", "last.pt"):
+        saved = load_checkpoint(run_dir / "checkpoints" / name)
+        assert saved["state"]["epoch"] == 1
+        assert all(torch.isfinite(t).all() for t in saved["model"].values())
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_nonfinite_skips_are_bounded(mnist_root, tmp_path):
+    result = convbench(
+        "train",
+        "dataset=mnist",
+        f"dataset.root={mnist_root}",
+        "dataset.val_size=100",
+        "trainer.epochs=3",
+        "trainer.device=cpu",
+        "scheduler=step",
+        "scheduler.step_size=1",
+        "scheduler.gamma=1e12",
+        "trainer.nonfinite_skips=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.code == 4
+    assert "more than trainer.nonfinite_skips=2" in result.stderr
+    assert result.stdout.count("skipped") >= 2

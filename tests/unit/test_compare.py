@@ -1,0 +1,213 @@
+"""`convbench compare`: grouping over seeds with known numbers on hand-made run folders, every
+output format, filters, runs that did not finish, the figure and the page. Each command is
+`convbench` in this process (helpers.inprocess)."""
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from helpers.inprocess import convbench
+from helpers.runfolders import dead_pid
+
+
+def make_run(
+    folder: Path,
+    overrides: list[str],
+    test_acc: float | None,
+    *,
+    status="finished",
+    robustness=None,
+    report=None,
+    params=61_706,
+    epochs=3,
+) -> Path:
+    """A run folder as a finished (or failed, or killed) run leaves it, without training."""
+    hydra = folder / ".hydra"
+    hydra.mkdir(parents=True)
+    (hydra / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    config = {"model": {"_target_": "convbench.models.lenet.LeNet"}, "dataset": {"name": "mnist"}}
+    if report:
+        config["report"] = report
+    (hydra / "config.yaml").write_text(yaml.safe_dump(config))
+    record = {
+        "status": status,
+        "epoch": epochs,
+        "step": 10,
+        "epochs": epochs,
+        "best_val_acc": None,
+        "error": "loss became nan" if status == "failed" else None,
+        "pid": dead_pid() if status == "running" else os.getpid(),
+        "host": os.uname()[1],
+    }
+    (folder / "status.json").write_text(json.dumps(record))
+    if test_acc is not None:
+        history = [
+            {"epoch": e, "val_acc": test_acc - 0.1 / e, "train_loss": 1.0 / e}
+            for e in range(1, epochs + 1)
+        ]
+        metrics = {
+            "status": "finished",
+            "test_acc": test_acc,
+            "best_val_acc": test_acc + 0.01,
+            "params": params,
+            "macs": 416_920,
+            "train_images_per_sec": 1000.0,
+            "wall_time_s": 10.0,
+            "epochs": epochs,
+            "history": history,
+        }
+        if robustness:
+            metrics["robustness"] = robustness
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """LeNet with max and avg pooling, three seeds each (max: 0.80, 0.82, 0.84; avg: 0.70,
+    0.74), plus a failed and a killed run, all on MNIST."""
+    root = tmp_path / "sweep"
+    shared = ["dataset=mnist", "dataset.root=/data/mnist", "trainer.device=cpu"]
+    for seed, acc in enumerate((0.80, 0.82, 0.84)):
+        shift = {"shift": {"0": acc, "2": acc - 0.3}}
+        make_run(
+            root / f"max_{seed}",
+            ["model.pooling=max", f"seed={seed}", *shared],
+            acc,
+            robustness=shift,
+        )
+    for seed, acc in enumerate((0.70, 0.74)):
+        shift = {"shift": {"0": acc, "2": acc - 0.1}}
+        make_run(
+            root / f"avg_{seed}",
+            ["model.pooling=avg", f"seed={seed}", *shared],
+            acc,
+            robustness=shift,
+        )
+    make_run(root / "avg_9", ["model.pooling=avg", "seed=9", *shared], None, status="failed")
+    make_run(root / "max_9", ["model.pooling=max", "seed=9", *shared], None, status="running")
+    return root
+
+
+def compare_json(*args: str, cwd: Path) -> dict:
+    result = convbench("compare", *args, "--format", "json", cwd=cwd)
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_groups_over_seeds_with_mean_and_sample_std(sweep, tmp_path):
+    report = compare_json(str(sweep), cwd=tmp_path)
+    groups = {g["overrides"]["model.pooling"]: g for g in report["groups"]}
+    assert set(groups) == {"max", "avg"} and groups["max"]["n"] == 3 and groups["avg"]["n"] == 2
+    best = groups["max"]["measures"]["test_acc"]
+    assert best["mean"] == pytest.approx(0.82) and best["std"] == pytest.approx(0.02)
+    assert (best["min"], best["max"]) == (0.80, 0.84)
+    worse = groups["avg"]["measures"]["test_acc"]
+    assert worse["mean"] == pytest.approx(0.72) and worse["std"] == pytest.approx(0.0282843, 1e-5)
+    assert groups["max"]["measures"]["shift=2"]["mean"] == pytest.approx(0.52)
+    # where (dataset.root, trainer.device) and what every run shares are not in the key
+    assert set(groups["max"]["overrides"]) == {"dataset", "model.pooling"}
+    unfinished = {Path(u["run"]).name: u["status"] for u in report["unfinished"]}
+    assert unfinished == {"avg_9": "failed", "max_9": "interrupted"}, "listed apart, not dropped"
+
+
+def test_the_table_shows_only_the_overrides_that_differ(sweep, tmp_path):
+    result = convbench("compare", str(sweep), cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["model.pooling", "n", "test", "acc"]
+    assert "dataset" not in lines[0], "every group trained on mnist: no column"
+    rows = {line.split()[0]: line for line in lines[1:3]}
+    assert "0.8200 ± 0.0200" in rows["max"] and "0.7200 ± 0.0283" in rows["avg"]
+    assert "shift=2" in lines[0] and "0.5200" in rows["max"]
+    assert "Not finished (2), left out of the groups:" in result.stdout
+    assert "avg_9: failed (loss became nan)" in result.stdout
+
+
+def test_markdown_and_csv(sweep, tmp_path):
+    markdown = convbench("compare", str(sweep), "--format", "markdown", cwd=tmp_path).stdout
+    lines = markdown.splitlines()
+    assert lines[0].startswith("| model.pooling | n | test acc |")
+    assert lines[1].startswith("|---|---:|---:|")
+    assert "| avg | 2 | 0.7200 ± 0.0283 |" in markdown
+    text = convbench("compare", str(sweep), "--format", "csv", cwd=tmp_path).stdout
+    rows = list(csv.DictReader(io.StringIO(text)))
+    by_pooling = {row["model.pooling"]: row for row in rows}
+    assert float(by_pooling["max"]["test_acc_mean"]) == pytest.approx(0.82)
+    assert float(by_pooling["max"]["test_acc_std"]) == pytest.approx(0.02)
+    assert by_pooling["avg"]["n"] == "2"
+
+
+def test_where_sort_and_over(sweep, tmp_path):
+    only_avg = compare_json(str(sweep), "--where", "model.pooling=avg", cwd=tmp_path)
+    assert [g["overrides"]["model.pooling"] for g in only_avg["groups"]] == ["avg"]
+    assert [Path(u["run"]).name for u in only_avg["unfinished"]] == ["avg_9"]
+    table = convbench("compare", str(sweep), "--sort", "test_acc", cwd=tmp_path).stdout
+    assert [line.split()[0] for line in table.splitlines()[1:3]] == ["max", "avg"]
+    ascending = convbench("compare", str(sweep), "--sort=-test_acc", cwd=tmp_path).stdout
+    assert [line.split()[0] for line in ascending.splitlines()[1:3]] == ["avg", "max"]
+    # averaged over the pooling instead: one group per seed
+    per_seed = compare_json(str(sweep), "--over", "model.pooling", cwd=tmp_path)
+    seeds = sorted(g["overrides"]["seed"] for g in per_seed["groups"])
+    assert seeds == ["0", "1", "2"]
+
+
+def test_figure_and_page(sweep, tmp_path):
+    for run in sweep.iterdir():  # the experiment declares its picture in its config
+        config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+        config["report"] = {"plot": "robustness", "x": "shift"}
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    png, svg, page = tmp_path / "c.png", tmp_path / "c.svg", tmp_path / "c.html"
+    result = convbench("compare", str(sweep), "--plot", str(png), "--html", str(page), cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    with Image.open(png) as image:
+        width, height = image.size
+    assert width > 1.8 * height, "two panels: learning curves and accuracy against shift"
+    assert convbench("compare", str(sweep), "--plot", str(svg), cwd=tmp_path).code == 0
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+    html = page.read_text()
+    assert "<td>max</td>" in html and "<td>0.8200 ± 0.0200</td>" in html
+    assert 'src="data:image/png;base64,' in html
+    assert "http://" not in html and "https://" not in html, "self-contained: opens offline"
+    assert "avg_9" in html and "failed" in html
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["nowhere"], "is not a folder"),
+        (["{sweep}", "--where", "pooling"], "KEY=VALUE"),
+        (["{sweep}", "--plot", "x.jpg"], ".png or .svg"),
+        (["{sweep}", "--metric", "speed"], "choose one of val_acc"),
+        (["{sweep}", "--where", "model.pooling=median"], "match model.pooling=median"),
+        (["{sweep}", "--plot", "{tmp}/no/such/folder/x.png"], "could not write"),
+    ],
+)
+def test_bad_input_is_one_paragraph(sweep, tmp_path, args, expected):
+    args = [a.format(sweep=sweep, tmp=tmp_path) for a in args]
+    result = convbench("compare", *args, cwd=tmp_path)
+    assert result.code == 2, result.stdout + result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_measures_chooses_the_columns(sweep, tmp_path):
+    result = convbench(
+        "compare",
+        str(sweep),
+        "--format",
+        "markdown",
+        "--measures",
+        "test_acc,shift=2,params",
+        cwd=tmp_path,
+    )
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "| model.pooling | n | test acc | shift=2 | params |"
+    unknown = convbench("compare", str(sweep), "--measures", "speed", cwd=tmp_path)
+    assert unknown.code == 2 and "no such column" in unknown.stderr
+    assert "shift=2" in unknown.stderr, "the message lists the columns there are"
