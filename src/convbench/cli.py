@@ -7,15 +7,16 @@ application. Heavy imports (torch, Hydra) happen inside the commands, which keep
 """
 
 import logging
+import os
 import sys
 import traceback
 
 import typer
 
 from convbench import __version__
-from convbench.commands import compare, resume, runs, summary, tb, train
+from convbench.commands import compare, resume, runs, summary, tb, train, tune
 from convbench.commands import eval as eval_command
-from convbench.errors import BUG_REPORT, EXIT_BUG, ConvbenchError, RunInterrupted
+from convbench.errors import BUG_REPORT, EXIT_BUG, ConvbenchError, RunInterrupted, TrialPruned
 
 app = typer.Typer(
     name="convbench",
@@ -28,13 +29,29 @@ app = typer.Typer(
 # Everything after `train` goes to Hydra untouched, --help included.
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
-app.command(context_settings=PASS_THROUGH, add_help_option=False)(train.train)
-app.command()(summary.summary)
-app.command()(tb.tb)
-app.command()(runs.runs)
-app.command()(compare.compare)
-app.command(name="eval")(eval_command.eval_)
-app.command()(resume.resume)
+app.command(
+    context_settings=PASS_THROUGH,
+    add_help_option=False,
+    short_help="Train a model, or a sweep with -m (arguments are Hydra overrides).",
+)(train.train)
+app.command(
+    context_settings=PASS_THROUGH,
+    short_help="Search hyperparameters with Optuna: pruned trials, resumable, many workers.",
+)(tune.tune)
+app.command(short_help="Layers, parameters, MACs and receptive fields of a model or run.")(
+    summary.summary
+)
+app.command(short_help="Serve TensorBoard on the runs, on this machine only.")(tb.tb)
+app.command(short_help="List the runs in a folder, with their status and accuracy.")(runs.runs)
+app.command(short_help="Group runs over seeds: which setting is better, and by how much.")(
+    compare.compare
+)
+app.command(name="eval", short_help="Test a run's checkpoint again, perturbed if asked.")(
+    eval_command.eval_
+)
+app.command(short_help="Continue a stopped run, or finish a stopped sweep, in its folder.")(
+    resume.resume
+)
 
 
 def _version(value: bool) -> None:
@@ -71,12 +88,12 @@ def main() -> None:
         from convbench.run.ranks import leave  # torch: imported only when a run was stopped
 
         leave()
-        where = f" convbench resume {stop.run_dir}" if stop.run_dir else " convbench resume RUN_DIR"
+        from convbench.monitor.console import fitted
+
+        command = f"convbench resume {stop.run_dir or 'RUN_DIR'}"
         if stop.saved:
-            typer.echo(
-                f"Interrupted by {stop.signal_name}; last.pt is saved. Continue with:{where}",
-                err=True,
-            )
+            said = f"Interrupted by {stop.signal_name}; last.pt is saved. Continue with:"
+            typer.echo(fitted(f"{said} {command}", f"{said}\n  {command}"), err=True)
         else:
             typer.echo(
                 f"Interrupted by {stop.signal_name} before the run's first checkpoint: nothing "
@@ -84,6 +101,12 @@ def main() -> None:
                 err=True,
             )
         sys.exit(stop.exit_code)
+    except TrialPruned as pruned:
+        typer.echo(f"The study's pruner stopped this trial: {pruned}.", err=True)
+        sys.exit(pruned.exit_code)
+    except BrokenPipeError:  # `convbench ... | head` closed the pipe: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except Exception:
         traceback.print_exc()
         typer.echo(BUG_REPORT, err=True)

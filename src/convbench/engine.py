@@ -48,6 +48,7 @@ class EngineOptions:
     # An epoch's mean training loss above this is a diverged run, not a slow one (build sets
     # 100 x ln(classes): 230 for 10 classes, where an untrained net starts near 2.3).
     max_loss: float = math.inf
+    classes: tuple[str, ...] = ()  # the dataset's class names, over the training samples shown
 
 
 @dataclass
@@ -78,6 +79,9 @@ class RunIO:
     checkpointer: Any  # convbench.run.checkpoint.Checkpointer
     stop: Any  # convbench.run.signals.StopRequest: `.requested` is a signal name or None
     group: Any  # convbench.run.ranks.Solo, or its Group in a distributed run: sums over ranks
+    # Called with (epoch, validation metrics) once the epoch is saved; a study's trial reports
+    # to its pruner there, which may end the run (convbench.run.pruning). None: nothing.
+    after_epoch: Any = None
 
 
 @dataclass
@@ -351,11 +355,18 @@ def _log_epoch(
     }
     for tag, value in scalars.items():
         writer.add_scalar(tag, value, state.step)
+        # The same on an axis of epochs, where runs with other batch counts line up.
+        writer.add_scalar(f"by_epoch/{tag.replace('/', '_')}", value, state.epoch)
     images_per_sec = f"{train['images_per_sec']:,.0f}"
+    numbers = (train["loss"], train["acc"], val["loss"], val["acc"])
+    short = "epoch {}/{}  loss {:.4f} acc {:.4f} | val loss {:.4f} acc {:.4f}".format(
+        state.epoch, epochs, *numbers
+    )
     log.info(
         "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.4g | %s img/s",
-        *(state.epoch, epochs, train["loss"], train["acc"], val["loss"], val["acc"], lr),
+        *(state.epoch, epochs, *numbers, lr),
         images_per_sec,
+        extra={"short": short},  # a terminal of 80 columns: no room for lr and images/s
     )
 
 
@@ -372,30 +383,29 @@ def _close_epoch(state: TrainState, *, train: dict, val: dict, lr: float) -> boo
     return is_best
 
 
-def _log_pictures(writer, model, *, batches: dict, state: TrainState) -> None:
+def _log_pictures(writer, model, *, batches: dict, state: TrainState, classes=()) -> None:
     """After the epoch, never inside its steps: the first batch as trained (once, at this step,
     so that a resume's purge covers it like any other event), the first layer's filters, and
     every conv layer's outputs for the same few validation images."""
     if state.epoch == 1:
-        log_sample_batch(writer, batches["train"], state.step)
+        log_sample_batch(writer, batches["train"], state.step, classes=classes)
     log_filters(writer, model, step=state.step, epoch=state.epoch)
     log_feature_maps(writer, model, batches["val"], step=state.step, epoch=state.epoch)
 
 
-def _log_estimate(seconds: float, *, train: dict, batches, state: TrainState, epochs: int) -> None:
-    """After this process's first epoch: what the rest of the run should take at its pace, its
-    training, validation and pictures included (a resumed, partial epoch counts per image)."""
-    if state.epoch >= epochs or state.stopped_early:
-        return
-    full_epoch = seconds + train["seconds"] * (batches.num_samples / max(train["images"], 1) - 1)
-    left = round(full_epoch * (epochs - state.epoch))
-    minutes, secs = divmod(left, 60)
-    shown = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min {secs} s"
-    log.info(
-        "estimate: an epoch takes %.1f s here, so the %d epoch(s) left should take about %s",
-        full_epoch,
-        epochs - state.epoch,
-        shown,
+def _epoch_seconds(seconds: float, *, train: dict, batches) -> float:
+    """What a whole epoch takes at this epoch's pace, its validation and pictures included (a
+    resumed, partial epoch counts per image)."""
+    return seconds + train["seconds"] * (batches.num_samples / max(train["images"], 1) - 1)
+
+
+def duration(seconds: float) -> str:
+    """4.2 s, 2 min 30 s, 1 h 5 min."""
+    if seconds < 60:
+        return f"{max(seconds, 0):.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    return (
+        f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min {seconds} s"
     )
 
 
@@ -423,14 +433,15 @@ def fit(
         train = train_one_epoch(
             model, batches["train"], optimization, state=state, options=options, io=io
         )
-        val = evaluate(
-            optimization.evaluated(model),
-            batches["val"],
-            optimization.loss_fn,
-            num_classes=num_classes,
-            autocast_dtype=options.autocast_dtype,
-            group=io.group,
-        )
+        with io.progress.phase("validating"):
+            val = evaluate(
+                optimization.evaluated(model),
+                batches["val"],
+                optimization.loss_fn,
+                num_classes=num_classes,
+                autocast_dtype=options.autocast_dtype,
+                group=io.group,
+            )
         if not math.isfinite(val["loss"]):
             raise _diverged(
                 f"the validation loss became NaN or infinite after epoch {state.epoch + 1}",
@@ -440,18 +451,30 @@ def fit(
         is_best = _close_epoch(state, train=train, val=val, lr=lr)
         _log_epoch(io.writer, state, epochs=epochs, train=train, val=val, lr=lr)
         if options.log_images:
-            _log_pictures(io.writer, model, batches=batches, state=state)
+            with io.progress.phase("drawing pictures"):
+                _log_pictures(
+                    io.writer, model, batches=batches, state=state, classes=options.classes
+                )
         patience = options.early_stop_patience
         if patience and state.epoch - state.best_epoch >= patience and state.epoch < epochs:
             state.stopped_early = True
             log.info("stopping early: no better validation accuracy for %d epochs", patience)
         io.checkpointer.save(state, is_best=is_best)
-        if not estimated:
-            seconds = time.perf_counter() - started
-            _log_estimate(
-                seconds, train=train, batches=batches["train"], state=state, epochs=epochs
+        if io.after_epoch is not None:
+            io.after_epoch(state.epoch, val)
+        full_epoch = _epoch_seconds(
+            time.perf_counter() - started, train=train, batches=batches["train"]
+        )
+        left = full_epoch * (epochs - state.epoch)
+        io.progress.run_left(left)
+        if not estimated and state.epoch < epochs and not state.stopped_early:
+            log.info(
+                "estimate: an epoch takes %.1f s here; the %d epoch(s) left: about %s",
+                full_epoch,
+                epochs - state.epoch,
+                duration(left),
             )
-            estimated = True
+        estimated = True
         stop = _stop_requested(io)
         if stop:
             raise RunInterrupted(stop)

@@ -19,7 +19,8 @@ Exit codes: 0 success; 1 a sweep with failed jobs, or a bug; 2 bad input; 3 inte
 signal after saving last.pt (resume it); 4 the training diverged (a loss became NaN or
 infinite, or grew beyond any sane scale); 5 the operating system
 refused a write (a full disk, a file-size limit, a read-only folder, an I/O error): the previous
-checkpoints are intact, resume once the disk is fixed.
+checkpoints are intact, resume once the disk is fixed; 6 a trial of a study stopped by its
+pruner (`convbench tune`): a result, the trial's folder kept.
 """
 
 EXIT_FAILED_JOBS = 1
@@ -28,6 +29,7 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 3
 EXIT_DIVERGED = 4
 EXIT_WRITE_FAILED = 5
+EXIT_PRUNED = 6
 
 BUG_REPORT = (
     "This is a bug, in convbench or in code it ran for you (your own model class, say), not a "
@@ -89,3 +91,14 @@ class RunInterrupted(BaseException):
         super().__init__(signal_name)
         self.signal_name, self.run_dir = signal_name, run_dir
         self.saved = saved  # False: stopped before the first checkpoint, nothing to resume
+
+
+class TrialPruned(Exception):
+    """A study's pruner stopped this trial's run after an epoch (convbench.run.pruning): not an
+    error and not an interruption, a result: the trial was worse than its peers at that epoch."""
+
+    exit_code = EXIT_PRUNED
+
+    def __init__(self, epoch: int, value: float, metric: str):
+        super().__init__(f"pruned after epoch {epoch}: {metric} {value:.4f}")
+        self.epoch, self.value, self.metric = epoch, value, metric

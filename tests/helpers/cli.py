@@ -19,9 +19,10 @@ TRUSTED = ("--config-dir", str(TESTS / "helpers" / "conf"))
 
 
 def cli_env(extra: dict | None = None) -> dict:
-    """The environment of a convbench process: tests/ importable (helpers.slowmodels), output
-    unbuffered, and no HYDRA_FULL_ERROR from the calling shell."""
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "PYTHONUNBUFFERED": "1", **(extra or {})}
+    """The environment of a convbench process: tests/ importable (helpers.slowmodels) before
+    the caller's PYTHONPATH, output unbuffered, and no HYDRA_FULL_ERROR from the calling shell."""
+    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **(extra or {})}
     env.pop("HYDRA_FULL_ERROR", None)
     return env
 

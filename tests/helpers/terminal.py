@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 import pyte
 
 from helpers.cli import cli_env
+
+ESCAPE = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-B]|[=>78])")
 
 
 class Terminal:
@@ -56,6 +59,12 @@ class Terminal:
         self.read(0.2)
         os.close(self._master)
         return self.process.returncode
+
+    def logical_lines(self) -> list[str]:
+        """Every line the program wrote as it wrote it, before the terminal wrapped it: the
+        output without its escape sequences, cut at each newline and carriage return."""
+        text = ESCAPE.sub("", self.output.decode(errors="replace"))
+        return [part for line in text.split("\n") for part in line.split("\r")]
 
     def screen(self) -> list[str]:
         """The non-empty lines on the screen now, without trailing blanks."""

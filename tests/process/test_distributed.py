@@ -159,7 +159,7 @@ def test_a_sigterm_to_one_rank_stops_both_with_one_checkpoint(mnist_root, tmp_pa
     saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert saved["state"]["step"] == status["step"], "both ranks stopped at the saved step"
     assert len(saved["ranks"]) == 2
-    assert f"convbench resume {run_dir}" in output
+    assert f"convbench resume {run_dir.relative_to(tmp_path)}" in output
 
 
 def folder_run(root: Path, run_dir: Path) -> list[str]:

@@ -112,7 +112,7 @@ def test_sigterm_mid_epoch_saves_exits_3_and_resumes_exactly(reference_run, mnis
     run_dir = tmp_path / "run"
     proc = start("train", *slow_overrides(mnist_root, run_dir), cwd=tmp_path)
     output = stop_after_first_checkpoint(proc, run_dir, signal.SIGTERM)
-    assert f"convbench resume {run_dir}" in output
+    assert f"convbench resume {run_dir.relative_to(tmp_path)}" in output
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "interrupted" and status["error"] == "SIGTERM"
     saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]
@@ -253,7 +253,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(slow_root, folder_refer
     proc = start("train", *slow_folder_overrides(slow_root, run_dir), cwd=tmp_path)
     interrupted = stop_after_first_checkpoint(proc, run_dir, signal.SIGTERM)
     finish(start("resume", str(run_dir), *TRUSTED, cwd=tmp_path))
-    assert f"convbench resume {run_dir}" in interrupted
+    assert f"convbench resume {run_dir.relative_to(tmp_path)}" in interrupted
     for name in ("last.pt", "best.pt"):
         ours = load_checkpoint(run_dir / "checkpoints" / name)["model"]
         theirs = load_checkpoint(folder_reference_run / "checkpoints" / name)["model"]

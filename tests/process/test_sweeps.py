@@ -112,7 +112,7 @@ def test_a_stop_signal_during_a_sweep_points_at_the_sweep(mnist_root, tmp_path):
     )
     proc.send_signal(signal.SIGTERM)
     output = finish(proc, expected=3)
-    assert f"Continue with: convbench resume {sweep_dir.resolve()}" in output
+    assert f"Continue with: convbench resume {sweep_dir.relative_to(tmp_path)}" in output
     resumed = finish(start("resume", str(sweep_dir), *TRUSTED, cwd=tmp_path))
     assert resumed.count(": finished (") == len(ACTIVATIONS)
 

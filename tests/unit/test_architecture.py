@@ -16,6 +16,7 @@ TESTS = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("cli", "__main__"),
     ("commands",),
+    ("tune",),
     ("analysis",),
     ("launch",),
     ("run",),

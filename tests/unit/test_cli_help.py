@@ -21,7 +21,8 @@ def test_train_help_is_hydras_help_with_our_groups(tmp_path):
     assert {"lenet", "mlp"} <= set(groups["model"].split(", "))
     assert groups["optimizer"] == "adam, adamw, sgd"
     assert groups["scheduler"] == "cosine, none, step"
-    assert "epochs: 15" in result.stdout and "--cfg" in result.stdout
+    assert "trainer.epochs=15  passes over the training split" in result.stdout
+    assert "--cfg" in result.stdout
     assert not (tmp_path / "outputs").exists(), "--help must not start a run"
 
 

@@ -19,7 +19,7 @@ def test_plain_lines_when_not_a_terminal_and_log_file(mnist_root, tmp_path):
     assert log.count("] epoch ") == 2 and "done: test acc" in log
 
 
-def test_quiet_prints_nothing_but_keeps_the_log(mnist_root, tmp_path):
+def test_quiet_prints_only_the_result_and_keeps_the_log(mnist_root, tmp_path):
     run_dir = tmp_path / "run"
     result = convbench(
         "train",
@@ -30,5 +30,7 @@ def test_quiet_prints_nothing_but_keeps_the_log(mnist_root, tmp_path):
         cwd=tmp_path,
     )
     assert result.code == 0, result.stderr
-    assert "epoch 1/1" not in result.stdout and "done:" not in result.stdout
+    lines = result.stdout.splitlines()  # the result line alone, its run folder as typed from here
+    assert len(lines) == 1 and lines[0].startswith("done: test acc"), lines
+    assert lines[0].endswith(" | run"), lines
     assert "epoch 1/1" in (run_dir / "train.log").read_text()

@@ -67,4 +67,4 @@ def test_summary_cli_takes_config_dir(importable):
         app, ["summary", "--config-dir", str(EXAMPLE / "conf"), "model=tinynet"]
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("TinyNet (mynets.TinyNet) on fashionmnist")
+    assert result.stdout.startswith("tinynet (mynets.TinyNet) on fashionmnist")

@@ -75,15 +75,16 @@ def default_run(mnist_root, tmp_path_factory):
     return folder / "run", result.stdout
 
 
-def test_the_choice_and_its_reason_are_in_the_first_line_and_metrics(default_run):
+def test_the_choice_and_its_reason_are_in_the_header_and_metrics(default_run):
     run_dir, output = default_run
     # What this machine's CPU gets: bf16 where it computes it natively, else fp32; the layout
     # is channels_last on a CPU either way.
     precision = "bf16" if native_bf16(CPU) else "fp32"
-    reason = "native bf16 on cpu, 0.4 M" if precision == "bf16" else "cpu has no native bf16"
-    first = output.splitlines()[0]
-    assert f"precision {precision} (auto: {reason}" in first
-    assert "channels_last True (auto: conv net, 0.4 M MACs per image on cpu)" in first
+    reason = "native bf16 on cpu" if precision == "bf16" else "cpu has no native bf16"
+    header = output.splitlines()[:5]  # what ran, its size, its device, its layout, its folder
+    assert "0.4 M MACs per image" in header[1]
+    assert f"device cpu, precision {precision} (auto: {reason})" == header[2]
+    assert header[3] == "channels_last true (auto: conv net on cpu)"
     settled = json.loads((run_dir / "metrics.json").read_text())["settled"]
     assert (settled["precision"], settled["channels_last"]) == (precision, True)
     assert settled["reasons"]["precision"].startswith("auto:")
@@ -97,7 +98,7 @@ def test_the_choice_and_its_reason_are_in_the_first_line_and_metrics(default_run
 
 
 def test_the_layout_picked_is_the_layout_trained(default_run, mnist_root, tmp_path):
-    """The model trains in the layout the first line names: channels_last as `auto` picks it
+    """The model trains in the layout the header names: channels_last as `auto` picks it
     on a CPU, and NCHW when trainer.channels_last=false is asked for."""
     run_dir, _ = default_run
 
@@ -112,7 +113,7 @@ def test_the_layout_picked_is_the_layout_trained(default_run, mnist_root, tmp_pa
         "train", *overrides, "trainer.channels_last=false", f"hydra.run.dir={off}", cwd=tmp_path
     )
     assert result.code == 0, result.stderr
-    assert "channels_last False (as set)" in result.stdout.splitlines()[0]
+    assert "channels_last false (as set)" in result.stdout.splitlines()
     assert second_conv(off).is_contiguous(), "channels_last=false trains in NCHW"
 
 
@@ -121,7 +122,7 @@ def test_one_estimate_after_the_first_epoch_off_a_terminal(default_run):
     prefix = "estimate: an epoch takes "
     estimates = [line for line in output.splitlines() if line.startswith(prefix)]
     assert len(estimates) == 1, output
-    assert " s here, so the 1 epoch(s) left should take about " in estimates[0]
+    assert " s here; the 1 epoch(s) left: about " in estimates[0]
     assert prefix in (run_dir / "train.log").read_text()
 
 

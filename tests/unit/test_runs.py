@@ -99,7 +99,7 @@ def test_json_rows_hold_each_runs_state(outputs):
     assert by_run["live"]["best_val_acc"] == 0.625 and by_run["live"]["test_acc"] is None
     assert by_run["stopped"]["status"] == "interrupted"
     assert by_run["old"]["status"] == "unknown" and by_run["old"]["epoch"] is None
-    assert by_run["old"]["model"] == "MLP" and by_run["old"]["dataset"] == "cifar10"
+    assert by_run["old"]["model"] == "mlp" and by_run["old"]["dataset"] == "cifar10"
 
 
 def test_real_run_row_matches_its_metrics(outputs):
@@ -109,7 +109,7 @@ def test_real_run_row_matches_its_metrics(outputs):
     assert real["status"] == "finished"
     status = json.loads((outputs / "real" / "status.json").read_text())  # the run's own word
     assert (status["status"], status["epoch"], status["epochs"]) == ("finished", 2, 2)
-    assert (real["model"], real["dataset"]) == ("MLP", "mnist")
+    assert (real["model"], real["dataset"]) == ("mlp", "mnist")
     assert (real["epoch"], real["epochs"]) == (2, 2)
     assert real["test_acc"] == metrics["test_acc"]
     assert real["best_val_acc"] == metrics["best_val_acc"]

@@ -176,7 +176,7 @@ def test_cli_json():
     assert summary["macs"] == 784 * 64 + 640
     assert summary["mac_convention"] == MAC_CONVENTION
     assert [row["type"] for row in summary["layers"]] == ["Flatten", "Linear", "ReLU", "Linear"]
-    assert (summary["model"], summary["dataset"]) == ("MLP", "fashionmnist")
+    assert (summary["model"], summary["dataset"]) == ("mlp", "fashionmnist")
 
 
 def test_cli_table_of_the_lecture_mlp():

@@ -180,9 +180,11 @@ def test_images_histograms_graph_and_hparams_are_written(rich_run):
     run_dir = rich_run
     events = _events(run_dir)
     tags = events.Tags()
-    assert {"train/samples", "filters/features.0", "test/confusion_matrix"} <= set(tags["images"])
+    assert {"train/samples", "filters/conv1 (features.0)", "test/confusion_matrix"} <= set(
+        tags["images"]
+    )
     # The first conv layer's filters after each of the 2 epochs; the sample batch once, at step 0.
-    assert len(events.Images("filters/features.0")) == 2
+    assert len(events.Images("filters/conv1 (features.0)")) == 2
     first_epoch_end = events.Scalars("val/acc")[0].step
     assert [image.step for image in events.Images("train/samples")] == [first_epoch_end]
     samples = events.Images("train/samples")[0]
@@ -235,7 +237,7 @@ def test_confusion_matrix_is_a_figure_large_enough_to_read(rich_run):
 
 def test_filter_grid_has_a_cell_per_filter_at_the_chosen_scale(rich_run):
     run_dir = rich_run
-    images = _events(run_dir).Images("filters/features.0")
+    images = _events(run_dir).Images("filters/conv1 (features.0)")
     # LeNet's first layer: 6 filters of 1x5x5, upscaled by ceil(48 / 5) = 10 to 50 px cells, one
     # row of 6 under a band of indices and the title band.
     scale = math.ceil(visuals.FILTER_CELL / 5)
@@ -277,7 +279,10 @@ def test_feature_maps_of_every_conv_layer_every_epoch(rich_run):
     events = _events(run_dir)
     epoch_ends = [point.step for point in events.Scalars("val/acc")]
     feature_tags = sorted(tag for tag in events.Tags()["images"] if tag.startswith("features/"))
-    assert feature_tags == ["features/features.0", "features/features.3"]  # LeNet's two convs
+    assert feature_tags == [
+        "features/conv1 (features.0)",
+        "features/conv2 (features.3)",
+    ]  # LeNet's two convs
     # MNIST's 28x28 images, padded to 32 by LeNet: 5x5 convs give 28x28 maps (6 channels), then
     # pooled to 14, 10x10 maps (16 channels).
     for tag, (side, channels) in zip(feature_tags, [(28, 6), (10, 16)], strict=True):
@@ -289,7 +294,7 @@ def test_feature_maps_of_every_conv_layer_every_epoch(rich_run):
     # The same validation images every epoch: the input column does not change.
     cell = 28 * math.ceil(visuals.MAP_CELL / 28)
     top, left = visuals.PAD + visuals.TITLE_H + visuals.LABEL_H, visuals.PAD
-    first, last = (_pixels(image) for image in events.Images("features/features.0"))
+    first, last = (_pixels(image) for image in events.Images("features/conv1 (features.0)"))
     column = np.s_[top : top + 4 * cell, left : left + cell]
     assert np.array_equal(first[column], last[column]) and first[column].std() > 0
     assert not np.array_equal(first, last)  # while the maps change with the weights

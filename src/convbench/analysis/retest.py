@@ -43,6 +43,7 @@ class Loaded:
     model: object
     device: object
     test_split: object
+    name: str  # the model as every command names it (RunFolder.model_name)
 
 
 def load(run_dir: Path, *, which: str, device_name: str, trust: Trust) -> Loaded:
@@ -72,7 +73,8 @@ def load(run_dir: Path, *, which: str, device_name: str, trust: Trust) -> Loaded
             "the numbers below are for the data as it is now",
             cfg.dataset.root or cfg.dataset.name,
         )
-    return Loaded(path, payload, cfg, settled, model, device, splits.test)
+    name = folder.model_name(payload["config"].get("model"))
+    return Loaded(path, payload, cfg, settled, model, device, splits.test, name)
 
 
 def _device(name: str):
@@ -92,7 +94,8 @@ def _headline(loaded: Loaded, images: int) -> dict:
         "checkpoint": str(loaded.path),
         "epoch": state.get("epoch"),
         "best_val_acc": state.get("best_val_acc"),
-        "model": loaded.cfg.model._target_,
+        "model": loaded.name,
+        "class": loaded.cfg.model._target_,
         "dataset": loaded.cfg.dataset.name,
         "device": str(loaded.device),
         "images": images,

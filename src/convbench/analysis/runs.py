@@ -5,34 +5,27 @@ fast; a file that does not parse, or a value of the wrong type, shows as missing
 and never stops the listing.
 """
 
+import functools
 from pathlib import Path
 
 from convbench.config.compose import config_dir
 from convbench.run.folder import RunFolder, find_runs, read_yaml
+from convbench.run.folder import shown_path as shown
 
 
-def shown(path: Path) -> str:
-    """A path as every command prints it, so that every other command accepts it as typed:
-    relative to the current folder when it lies below it, else absolute."""
-    resolved = Path(path).resolve()
-    try:
-        return str(resolved.relative_to(Path.cwd()))
-    except ValueError:
-        return str(resolved)
-
-
-def where_keys() -> set[str]:
+@functools.cache
+def where_keys() -> frozenset[str]:
     """Override keys that say where or on what a run ran rather than what it trained
     (dataset.root, trainer.device, ...): Hydra's `override_dirname.exclude_keys` of
     conf/config.yaml, the one place that lists them."""
 
     config = read_yaml(config_dir() / "config.yaml") or {}
     try:
-        return {
+        return frozenset(
             str(k) for k in config["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]
-        }
+        )
     except (KeyError, TypeError):
-        return set()
+        return frozenset()
 
 
 def key_overrides(run: RunFolder) -> list[str]:
@@ -69,7 +62,7 @@ def read_run(run: RunFolder) -> dict:
         "started": run.started().isoformat(timespec="seconds"),
         "run": shown(run.path),
         "path": str(run.path.resolve()),
-        "model": target.rsplit(".", 1)[-1] or None,
+        "model": run.model_name(model) if target else None,
         "dataset": _text(dataset.get("name")) or _text(finals.get("dataset")),
         "overrides": key_overrides(run),
         "epoch": epoch if epoch is not None else _number(finals.get("epochs")),

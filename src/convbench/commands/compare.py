@@ -8,8 +8,18 @@ from typing import Literal
 
 import typer
 
-from convbench.analysis.tables import render_table
+from convbench.analysis.tables import fitted_table
 from convbench.errors import ConvbenchError
+
+# The measures a page can sort its groups by (convbench.analysis.compare.MEASURES' keys).
+MEASURE_NAMES = (
+    "test_acc",
+    "best_val_acc",
+    "params",
+    "macs",
+    "train_images_per_sec",
+    "wall_time_s",
+)
 
 
 def compare(
@@ -48,11 +58,18 @@ def compare(
         help="Only these columns, comma-separated (e.g. test_acc,shift=2,params); "
         "default: every measure.",
     ),
+    baseline: str | None = typer.Option(
+        None,
+        metavar="KEY=VALUE",
+        help="The group the page's differences are measured from (default: the best), e.g. "
+        "--baseline model=mlp.",
+    ),
 ) -> None:
-    """Group runs whose overrides differ only in the seed (or the --over keys) and show, per
-    group: n, mean +- standard deviation of test and best validation accuracy, any robustness
-    measured, parameters, MACs, images/s and wall time. Columns appear only for the overrides
-    that differ. Runs that did not finish are listed apart."""
+    """Group runs by what ran (their resolved config), over the seed (or the --over keys), and
+    show per group: n (one run per seed; a seed run twice counts once), mean +- standard
+    deviation of test and best validation accuracy, any robustness measured, parameters, MACs,
+    images/s and wall time. Columns appear only for the settings that differ. Runs that did not
+    finish are listed apart."""
     from convbench.analysis.compare import collect, differing_keys, group_runs, sort_groups
 
     folders = folders or [Path("outputs")]
@@ -73,6 +90,7 @@ def compare(
             + ". `convbench runs DIR` lists what is there."
         )
     groups = sort_groups(groups, sort, differing_keys(groups))
+    reference = _baseline(groups, baseline)
     header, rows, columns = table_rows(groups, _wanted(measures))
     typer.echo(
         render(
@@ -89,6 +107,8 @@ def compare(
             page=page,
             metric=metric,
             folders=folders,
+            baseline=reference,
+            measure=sort.lstrip("-") if sort and sort.lstrip("-") in MEASURE_NAMES else "test_acc",
         )
 
 
@@ -134,7 +154,7 @@ def _wanted(measures: str | None) -> list[str] | None:
 def table_rows(groups, wanted: list[str] | None = None):
     """(header, rows of text, measure names) of the groups, in their order; `wanted`: only
     those measures."""
-    from convbench.analysis.compare import MEASURES, differing_keys, robustness_columns
+    from convbench.analysis.compare import MEASURES, differing_keys, robustness_columns, shown
 
     keys = differing_keys(groups)
     measures = ["test_acc", "best_val_acc", *robustness_columns(groups), *list(MEASURES)[2:]]
@@ -149,8 +169,8 @@ def table_rows(groups, wanted: list[str] | None = None):
     header = [*keys, "n", *(MEASURES.get(name, name) for name in measures)]
     rows = [
         [
-            *(group.overrides.get(key, "-") for key in keys),
-            str(len(group.runs)),
+            *(shown(group, key) for key in keys),
+            f"{len(group.runs)}" + (f" (+{len(group.repeats)} repeat)" if group.repeats else ""),
             *(_format(name, group.spread(name)) for name in measures),
         ]
         for group in groups
@@ -169,7 +189,7 @@ def render(output: str, *, header, rows, measures, groups, unfinished) -> str:
         lines.append("|" + "|".join("---:" if h in numeric else "---" for h in header) + "|")
         lines += ["| " + " | ".join(row) + " |" for row in rows]
     else:
-        lines = render_table(header, rows, right=numeric)
+        lines = fitted_table(header, rows, right=numeric, drop=("wall s", "img/s", "MACs"))
     if unfinished:
         lines += ["", f"Not finished ({len(unfinished)}), left out of the groups:"]
         lines += [
@@ -198,8 +218,9 @@ def _as_json(groups, unfinished, measures) -> dict:
     return {
         "groups": [
             {
-                "overrides": group.overrides,
+                "settings": group.settings,
                 "n": len(group.runs),
+                "repeats": [str(run.path) for run in group.repeats],
                 "runs": [str(run.path) for run in group.runs],
                 "measures": {name: spread_dict(group.spread(name)) for name in measures},
             }
@@ -212,7 +233,7 @@ def _as_json(groups, unfinished, measures) -> dict:
 
 
 def _as_csv(groups, measures) -> str:
-    from convbench.analysis.compare import differing_keys
+    from convbench.analysis.compare import differing_keys, shown
 
     keys = differing_keys(groups)
     buffer = io.StringIO()
@@ -223,7 +244,7 @@ def _as_csv(groups, measures) -> str:
         for name in measures:
             spread = group.spread(name)
             numbers += ["", ""] if spread is None else [repr(spread.mean), repr(spread.std)]
-        writer.writerow([*(group.overrides.get(k, "-") for k in keys), len(group.runs), *numbers])
+        writer.writerow([*(shown(group, k) for k in keys), len(group.runs), *numbers])
     return buffer.getvalue().rstrip("\n")
 
 
@@ -238,19 +259,49 @@ def _report_spec(groups) -> dict | None:
     return None
 
 
-def _write_pictures(groups, unfinished, *, header, rows, plot, page, metric, folders) -> None:
-    from convbench.analysis.report import draw, html_page, save
+def _baseline(groups, baseline: str | None):
+    """The group --baseline KEY=VALUE names, or None (the best is the reference)."""
+    from convbench.analysis.compare import matches
 
-    figure = draw(groups, metric, _report_spec(groups))
+    if baseline is None:
+        return None
+    where = _parse_where([baseline])
+    found = [group for group in groups if all(matches(run, where) for run in group.runs)]
+    if len(found) != 1:
+        raise ConvbenchError(
+            f"--baseline {baseline} matches {len(found)} groups: name one group with a setting "
+            "that differs between them (the table's columns), e.g. --baseline model=lenet."
+        )
+    return found[0]
+
+
+def _write_pictures(
+    groups, unfinished, *, header, rows, plot, page, metric, folders, baseline, measure
+) -> None:
+    from convbench.analysis.compare import differing_keys
+    from convbench.analysis.report import command_line, draw, figure_title, html_page, save
+    from convbench.tune.pictures import study_figures
+
+    figure = draw(groups, metric, report=_report_spec(groups), title=figure_title(groups))
     try:
         if plot:
             save(figure, plot)
             typer.echo(f"figure: {plot}", err=True)
         if page:
             title = "convbench compare: " + ", ".join(map(str, folders))
-            page.write_text(
-                html_page(title, table=rows, header=header, unfinished=unfinished, figure=figure)
+            text = html_page(
+                title,
+                groups=groups,
+                keys=differing_keys(groups),
+                measure=measure,
+                baseline=baseline,
+                command=command_line(folders),
+                unfinished=unfinished,
+                figure=figure,
+                page=page,
+                more_figures=[f for folder in folders for f in study_figures(folder)],
             )
+            page.write_text(text)
             typer.echo(f"page: {page}", err=True)
     except OSError as exc:
         raise ConvbenchError(

@@ -7,7 +7,7 @@ from typing import Literal
 
 import typer
 
-from convbench.analysis.tables import render_table
+from convbench.analysis.tables import fitted_table
 from convbench.errors import ConvbenchError
 
 
@@ -148,7 +148,7 @@ def format_report(report: dict) -> str:
         for row in report["per_class"]
     ]
     columns = ("Class", "Images", "Correct", "Acc")
-    lines = header + render_table(columns, rows, right=columns[1:])
+    lines = header + fitted_table(columns, rows, right=columns[1:])
     return "\n".join(lines + _feature_maps_text(report))
 
 
@@ -166,7 +166,7 @@ def format_robustness(report: dict) -> str:
         for row in report["results"]
     ]
     columns = ("Kind", "Value", "Unit", "Acc")
-    lines = header + render_table(columns, rows, right=("Value", "Acc"))
+    lines = header + fitted_table(columns, rows, right=("Value", "Acc"))
     return "\n".join(lines + _feature_maps_text(report))
 
 

@@ -8,9 +8,9 @@ import typer
 def resume(
     run_dir: str = typer.Argument(
         ...,
-        metavar="RUN_DIR|SWEEP_DIR",
-        help="A run folder (outputs/2026-01-31/12-00-00-ab12cd) or a sweep folder "
-        "(outputs/multirun/...).",
+        metavar="RUN_DIR|SWEEP_DIR|STUDY_DIR",
+        help="A run folder (outputs/2026-01-31/12-00-00-lenet-ab12cd), a sweep folder "
+        "(outputs/multirun/...) or a study folder (outputs/tune/...).",
     ),
     config_dirs: list[Path] = typer.Option(
         [],
@@ -24,11 +24,19 @@ def resume(
     random state, TensorBoard curves continuing. Needs nothing but the run folder. A run that
     already finished is left as it is (exit 0), so requeue scripts can always call resume.
     Given a sweep's folder, finishes the sweep: finished jobs are skipped, stopped ones continue
-    from their last.pt, jobs that never started are launched with their recorded overrides."""
+    from their last.pt, jobs that never started are launched with their recorded overrides.
+    Given a study's folder (convbench tune), finishes the study: its stopped trials continue
+    from last.pt (one that died before its first checkpoint is retried with the same values),
+    then new trials run until it holds tune.n_trials."""
     from convbench.commands.eval import user_trust
     from convbench.launch.sweeps import is_sweep_dir
+    from convbench.tune.study import is_study_dir
 
     folder = Path(run_dir)
+    if is_study_dir(folder):
+        from convbench.tune.search import resume as resume_study
+
+        raise typer.Exit(resume_study(folder, cwd=Path.cwd()))
     trust = user_trust(config_dirs)
     if is_sweep_dir(folder):
         raise typer.Exit(resume_sweep(folder, config_dirs))

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import typer
 
-from convbench.analysis.tables import render_table
+from convbench.analysis.tables import fitted_table
 from convbench.errors import ConvbenchError
 
 # The run folder comes last: sweep folders have long names, and the others stay aligned.
 COLUMNS = ("When", "Model", "Dataset", "Overrides", "Epochs", "Best val", "Test", "Status", "Run")
 NUMERIC = ("Epochs", "Best val", "Test")
 OVERRIDES_WIDTH = 48  # the table cuts longer override lists; --json has them whole
+# Left out, in this order, on a terminal too narrow for every column (the run stays whole).
+NARROW_DROPS = ("Overrides", "Dataset", "When", "Best val")
 
 
 def runs(
@@ -69,9 +71,18 @@ def _cells(row: dict) -> tuple[str, ...]:
 
 def format_runs(rows: list[dict]) -> str:
     """Aligned plain columns (pipes well into grep and less), then the errors of failed runs."""
-    lines = render_table(COLUMNS, [_cells(row) for row in rows], right=NUMERIC)
+    lines = fitted_table(
+        COLUMNS,
+        [_cells(row) for row in rows],
+        right=NUMERIC,
+        keep=("Run",),
+        drop=NARROW_DROPS,
+        below="Run",
+    )
     failures = [
-        f"  {row['run']}: {' '.join(str(row['error']).split())}" for row in rows if row["error"]
+        f"  {row['run']}: {' '.join(str(row['error']).split())}"
+        for row in rows
+        if row["error"] and row["status"] == "failed"
     ]
     if failures:
         lines += ["", "Errors:", *failures]

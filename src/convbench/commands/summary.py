@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from convbench.analysis.tables import render_table
+from convbench.analysis.tables import fitted_table
 from convbench.errors import ConvbenchError
 
 
@@ -45,7 +45,7 @@ def compose_config(overrides: Sequence[str], extra_config_dir: str | Path | None
     from convbench.run.build import input_shape
 
     try:
-        cfg = compose(overrides, extra_config_dir)
+        cfg = compose(overrides, extra_config_dir, with_hydra=True)
         return cfg, input_shape(cfg)  # resolves the geometry: a bad interpolation fails here
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConvbenchError(describe_config_error(exc)) from None
@@ -56,20 +56,23 @@ def compose_config(overrides: Sequence[str], extra_config_dir: str | Path | None
 def summarize_config(overrides: Sequence[str], extra_config_dir: str | Path | None = None) -> dict:
     """`summarize` of the model and dataset that `overrides` compose, built on the meta device."""
     import torch
+    from omegaconf import OmegaConf
 
     from convbench.models.anatomy import summarize
     from convbench.run.build import build_model
+    from convbench.run.folder import model_name
 
     cfg, shape = compose_config(overrides, extra_config_dir)
     model = build_model(cfg, torch.device("meta"))
+    choice = cfg.hydra.runtime.choices.get("model")
     header = {
-        "model": type(model).__name__,
+        "model": model_name(choice, OmegaConf.to_container(cfg.model, resolve=True)),
         "target": cfg.model._target_,
         "dataset": cfg.dataset.name,
         "overrides": list(overrides),
     }
     try:
-        return header | summarize(model, shape)
+        return summarize(model, shape) | header
     except ValueError as exc:
         raise ConvbenchError(str(exc)) from None
 
@@ -93,12 +96,12 @@ def summarize_run(run_dir: Path, config_dirs: list[Path]) -> dict:
     cfg = OmegaConf.create(config)
     model = build_model(cfg, torch.device("meta"))
     header = {
-        "model": type(model).__name__,
+        "model": run.model_name(config.get("model")),
         "target": cfg.model._target_,
         "dataset": cfg.dataset.name,
         "run": str(run_dir),
     }
-    return header | summarize(model, input_shape(cfg))
+    return summarize(model, input_shape(cfg)) | header
 
 
 def run_config(run, trust) -> tuple[dict, str]:
@@ -165,7 +168,7 @@ def _table_lines(rows: list[dict]) -> list[str]:
         )
         for row in rows
     ]
-    return render_table(header, cells, right=header[3:])
+    return fitted_table(header, cells, right=header[3:], drop=("Jump", "RF"))
 
 
 def format_summary(summary: dict) -> str:
@@ -183,7 +186,16 @@ def format_summary(summary: dict) -> str:
         f"MACs:              {_count(summary['macs'])}",
         f"Input shape:       {summary['input_shape']}",
         "",
-        summary["mac_convention"],
-        summary["receptive_field_note"],
+        *_paragraph(summary["mac_convention"]),
+        *_paragraph(summary["receptive_field_note"]),
     ]
     return "\n".join(lines)
+
+
+def _paragraph(text: str) -> list[str]:
+    """A note wrapped to the terminal's width (100 columns in a pipe or a file)."""
+    import textwrap
+
+    from convbench.analysis.tables import terminal_width
+
+    return textwrap.wrap(text, width=min(terminal_width() or 100, 100))

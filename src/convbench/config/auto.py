@@ -42,10 +42,6 @@ def native_bf16(device: torch.device) -> bool:
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
-def _millions(macs: int) -> str:
-    return f"{macs / 1e6:.1f} M MACs per image"
-
-
 def _pays(device: torch.device, macs: int) -> bool:
     """Whether a faster kernel path pays for its conversions: on a CPU always, on a GPU for
     models of MIN_MACS or more."""
@@ -58,8 +54,8 @@ def choose_precision(setting: str, device: torch.device, macs: int) -> Choice:
     if not native_bf16(device):
         return Choice("fp32", f"auto: {device.type} has no native bf16")
     if not _pays(device, macs):
-        return Choice("fp32", f"auto: {_millions(macs)}, too few for bf16 to pay on {device.type}")
-    return Choice("bf16", f"auto: native bf16 on {device.type}, {_millions(macs)}")
+        return Choice("fp32", f"auto: too few MACs for bf16 to pay on {device.type}")
+    return Choice("bf16", f"auto: native bf16 on {device.type}")
 
 
 def choose_channels_last(setting, model: nn.Module, *, device: torch.device, macs: int) -> Choice:
@@ -69,5 +65,5 @@ def choose_channels_last(setting, model: nn.Module, *, device: torch.device, mac
     if not any(isinstance(module, nn.Conv2d) for module in model.modules()):
         return Choice(False, "auto: no conv layers")
     if device.type not in ("cpu", "cuda") or not _pays(device, macs):
-        return Choice(False, f"auto: {_millions(macs)} on {device.type}")
-    return Choice(True, f"auto: conv net, {_millions(macs)} on {device.type}")
+        return Choice(False, f"auto: too few MACs to pay on {device.type}")
+    return Choice(True, f"auto: conv net on {device.type}")

@@ -122,7 +122,21 @@ def _unknown_option(exc) -> str:
     options = sorted(exc.options)
     close = difflib.get_close_matches(name, options, n=1)
     guess = f" Did you mean {group}={close[0]}?" if close else ""
+    family, depth = (
+        re.fullmatch(r"([a-z_]+?)-?(\d+)", name).groups()
+        if re.fullmatch(r"[a-z_]+?-?\d+", name)
+        else (None, None)
+    )
+    if family in options and _has_key(f"{group}={family}", f"{group}.depth"):
+        guess = f" Did you mean {group}={family} {group}.depth={depth}?"  # model=resnet18
     return f"{group}={name} is not a known {group}: choose one of {', '.join(options)}.{guess}"
+
+
+def _has_key(choice: str, key: str) -> bool:
+    try:
+        return OmegaConf.select(compose([choice]), key) is not None
+    except Exception:  # a hint only
+        return False
 
 
 def _unknown_key(full_key: str, overrides: Sequence[str]) -> str:
@@ -132,11 +146,33 @@ def _unknown_key(full_key: str, overrides: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.6)
     where = parent or "the top level"
     message = f"{full_key} is not a config key: {where} has no key '{name}'."
+    elsewhere = _keys_named(name) if not parent else []
     if close:
         message += f" Did you mean {parent + '.' if parent else ''}{close[0]}?"
+    elif elsewhere:  # `epochs=3`: a key typed without its group
+        message += f" Did you mean {' or '.join(elsewhere)}?"
     if siblings:
         message += f" Keys of {where}: {', '.join(siblings)}."
     return message
+
+
+def _keys_named(name: str) -> list[str]:
+    """The dotted keys of the default config whose last part is `name` (or close to it)."""
+    try:
+        flat = _leaves(OmegaConf.to_container(compose([]), resolve=False))
+    except Exception:  # a hint only
+        return []
+    exact = [key for key in flat if key.rsplit(".", 1)[-1] == name]
+    if exact:
+        return exact
+    last = {key.rsplit(".", 1)[-1]: key for key in flat}
+    return [last[close] for close in difflib.get_close_matches(name, list(last), n=1, cutoff=0.8)]
+
+
+def _leaves(node, prefix: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [leaf for key, value in node.items() for leaf in _leaves(value, f"{prefix}{key}.")]
+    return [prefix.rstrip(".")]
 
 
 def _keys_under(parent: str, overrides: Sequence[str]) -> list[str]:

@@ -6,6 +6,7 @@ test checks that the committed page is what this prints, so it cannot drift from
 
 import dataclasses
 import re
+import shutil
 import typing
 from pathlib import Path
 
@@ -179,3 +180,66 @@ def _in_section(key: str, section: str) -> bool:
 
 if __name__ == "__main__":
     print(markdown(), end="")
+
+
+def key_help(model: str, optimizer: str, scheduler: str, *, _root_=None, width: int = 0) -> str:
+    """Every key a run of these options reads, its value in the config composed (`_root_`,
+    which OmegaConf passes to the resolver) and what it means, as plain text for `convbench
+    train --help`: the schema's keys, then the chosen options' keys from their YAML files (a
+    folder of the user's own gives its keys without meanings)."""
+    lines = []
+    for entry in schema_entries():
+        if entry.kind in ("group", "config"):
+            continue
+        try:
+            value = OmegaConf.select(_root_, entry.key, default=None)
+        except Exception:  # a value that resolves only in a run (a folder's classes)
+            value = "..."
+        bounds = f" [{_range(entry)}]" if entry.limits else ""
+        lines.append((f"{entry.key}={_plain(value)}", f"{entry.help}{bounds}"))
+    for group, option in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
+        path = config_dir() / group / f"{option}.yaml"
+        keys = yaml_entries(path)[1] if path.is_file() else []
+        lines += [
+            (
+                f"{group}.{key}={_plain(OmegaConf.select(_root_, f'{group}.{key}', default=value))}",
+                note,
+            )
+            for key, value, note in keys
+            if not key.startswith("_") and key not in COMMON
+        ]
+    width = width or min(shutil.get_terminal_size().columns, 100)
+    text = "\n".join(_wrapped(name, meaning, width) for name, meaning in lines)
+    return text.replace("$", "$$")  # Hydra fills its help in with string.Template
+
+
+def _plain(value) -> str:
+    """A value as it is typed on the command line; a long list cut."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # val_size=5000, as typed
+    text = str(OmegaConf.to_container(value)) if OmegaConf.is_config(value) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _wrapped(name: str, meaning: str, width: int) -> str:
+    """`  name  meaning`, the meaning wrapped under itself (or under the name when long)."""
+    import textwrap
+
+    indent = 4
+    first = f"  {name}"
+    return (
+        textwrap.fill(
+            meaning, width=width, initial_indent=f"{first}  ", subsequent_indent=" " * indent
+        )
+        if meaning
+        else first
+    )
+
+
+def register() -> None:
+    """The resolver `convbench train --help` reads the keys with (conf/hydra/help)."""
+    OmegaConf.register_new_resolver("convbench_keys", key_help, replace=True)

@@ -64,6 +64,8 @@ class Limits:
         return self.high is None or value <= self.high
 
     def describe(self) -> str:
+        if (self.low, self.high) == (-(2**63), 2**63 - 1):  # a seed: torch's whole range
+            return "a 64-bit integer"
         bounds = []
         if self.low is not None:
             bounds.append(f"{'>' if self.low_open else '>='} {_number(self.low)}")
@@ -305,6 +307,67 @@ class ReportConfig:
     log_x: bool = key("a logarithmic x axis", False)
 
 
+class Direction(StrEnum):
+    maximize = "maximize"
+    minimize = "minimize"
+
+
+class Sampler(StrEnum):
+    tpe = "tpe"  # Optuna's default: a tree-structured Parzen estimator
+    random = "random"
+    grid = "grid"  # every combination of the listed values (choices, or int/float with a step)
+    cmaes = "cmaes"  # CMA-ES, for float and int keys only
+
+
+class Pruner(StrEnum):
+    median = "median"  # stop a trial below the median of the others at the same epoch
+    hyperband = "hyperband"
+    halving = "halving"  # successive halving
+    none = "none"
+
+
+@dataclass
+class TuneConfig:
+    """A hyperparameter search (`convbench tune`, conf/tune/): the keys to search, each with a
+    distribution, and how the study runs (convbench.tune)."""
+
+    params: dict[str, Any] = key(
+        "the search space: a key of the run config -> {type: float|int|categorical, low, high, "
+        "log, step, choices}",
+        factory=dict,
+    )
+    metric: str = key(
+        "what a trial is judged by, per epoch: val_acc or val_loss (never the test set)",
+        "val_acc",
+    )
+    direction: Direction = key("maximize or minimize the metric", Direction.maximize)
+    n_trials: int = key("trials in the study, all workers together", 20, low=1, high=100_000)
+    workers: int = key(
+        "trials run at once on this machine (one torch thread each on a CPU)", 1, low=1, high=256
+    )
+    sampler: Sampler = key("tpe, random, grid or cmaes", Sampler.tpe)
+    pruner: Pruner = key("median, hyperband, halving or none", Pruner.median)
+    startup_trials: int = key("trials run whole before the pruner judges any", 5, low=0)
+    warmup_epochs: int = key("epochs of each trial the pruner never stops", 1, low=0)
+    storage: str = key(
+        "an Optuna storage URL (sqlite:///..., postgresql://...); empty: SQLite in the study "
+        "folder",
+        "",
+    )
+    study_name: Optional[str] = key(
+        "the study's name in its storage; null: the tune option's name. Workers that give the "
+        "same storage and name join one study",
+        None,
+    )
+    dir: Optional[str] = key(
+        "the study folder; null: outputs/tune/<date>/<time>-<name>-<random>", None
+    )
+    seed: Optional[int] = key("the sampler's seed; null: a random one", 0, **SEED_LIMITS)
+    trial: Optional[int] = key(
+        "set by `convbench tune` on each trial's run: the trial it reports to", None, low=0
+    )
+
+
 @dataclass
 class Config:
     model: Any = key("the network: a model config (conf/model/), its _target_ a class")
@@ -323,17 +386,24 @@ class Config:
     seed: int = key(
         "seeds Python, NumPy and torch, and the order of the training batches", 0, **SEED_LIMITS
     )
+    tune: Optional[TuneConfig] = key(
+        "a hyperparameter search (conf/tune/, `convbench tune`); null in a plain run", None
+    )
 
 
 def limited_settings(schema=Config, prefix: str = "") -> dict[str, tuple[Limits, bool]]:
-    """Every setting of the schema with limits: dotted key -> (limits, whether None is allowed)."""
+    """Every setting of the schema with limits: dotted key -> (limits, whether None is allowed),
+    the settings of optional blocks (`tune`) included."""
 
     found = {}
     hints = typing.get_type_hints(schema)
     for item in dataclasses.fields(schema):
         key, hint = f"{prefix}{item.name}", hints[item.name]
-        if dataclasses.is_dataclass(hint):
-            found |= limited_settings(hint, f"{key}.")
+        block = next(
+            (h for h in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(h)), None
+        )
+        if block is not None:
+            found |= limited_settings(block, f"{key}.")
         elif "limits" in item.metadata:
             optional = type(None) in typing.get_args(hint)
             found[key] = (item.metadata["limits"], optional)
@@ -345,7 +415,8 @@ def check_ranges(cfg) -> None:
     range it accepts."""
     for key, (limits, optional) in limited_settings().items():
         value = OmegaConf.select(cfg, key)
-        if value is None and optional:
+        parent = OmegaConf.select(cfg, key.rpartition(".")[0]) if "." in key else cfg
+        if value is None and (optional or parent is None):  # null, or in a block left out
             continue
         values = list(value) if limits.each else [value]
         if all(limits.admits(item) for item in values):

@@ -373,7 +373,7 @@ def split_count(size: float, total: int, name: str) -> int:
     count = round(size * total) if size < 1 else int(size)
     if not 1 <= count < total:
         raise DatasetError(
-            f"dataset.{name}={size} gives {count} of the {total} images; it must leave at least "
+            f"dataset.{name}={size:g} gives {count} of the {total} images; it must leave at least "
             "one on each side. Give a fraction below 1 or a smaller count."
         )
     return count

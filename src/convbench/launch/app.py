@@ -27,7 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from convbench.config import schema
+from convbench.config import reference, schema
 from convbench.config.compose import compose, config_dir, describe_config_error, quoted
 from convbench.errors import EXIT_FAILED_JOBS, ConvbenchError
 from convbench.files import write_failed
@@ -61,12 +61,14 @@ class TrainOutcome:
     # to Hydra instead, it would print its own "Error executing job" line ahead of our paragraph.
     single_run_failure: Exception | None = None
     ran: bool = False  # a job ran in this process (not only composed, or printed by --cfg)
+    metrics: dict = field(default_factory=dict)  # run folder -> its final metrics, run here
 
 
 def train(arguments: list[str]) -> TrainOutcome:
     """Run `convbench train ARGUMENTS` (Hydra overrides and flags) to its end."""
 
     schema.register()
+    reference.register()
     _refuse_null_groups(arguments)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: one folder for all
         from convbench.launch.distributed import one_folder_for_all_ranks
@@ -93,6 +95,8 @@ def train(arguments: list[str]) -> TrainOutcome:
             f"a config file is not valid YAML: {' '.join(str(exc).split())}. Fix that file (its "
             "name and line are above); nothing was run."
         ) from None
+    except BrokenPipeError:  # `convbench train --help | head`: the reader left
+        raise
     except OSError as exc:  # Hydra could not write a run folder's .hydra/ or train.log
         where = Path(exc.filename or "outputs")
         raise write_failed(

@@ -5,22 +5,29 @@ process that launches runs, before their folders exist.
   run folder behind.
 - Before a sweep: the settings' ranges of the values shared by every job (a swept value is
   checked by its own job).
+- As a sweep's job starts: a line naming it by what the sweep varies (`job 2: model=lenet
+  seed=0`), in place of the launcher's list of every override typed (conf/hydra/hydra_logging).
 
 Hydra turns an `Exception` raised by a callback into a warning (and goes on to run), so what
 the checks raise travels as `ConfigRejected`, a BaseException that `convbench train` unwraps:
 a `ConvbenchError` is reported as one paragraph, anything else as the bug it is.
 """
 
+import logging
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 
 from convbench.config.schema import check_ranges
 from convbench.errors import ConvbenchError
 from convbench.launch.app import ConfigRejected
 from convbench.launch.preflight import preflight
-from convbench.run.folder import RunFolder
+from convbench.run.folder import RunFolder, shown_path
+from convbench.run.lifecycle import swept_keys
 from convbench.run.ranks import place
+
+log = logging.getLogger("convbench")
 
 
 class ConvbenchCallback(Callback):
@@ -32,6 +39,14 @@ class ConvbenchCallback(Callback):
             preflight(config)
         except Exception as error:  # a bug too: Hydra would only warn about it
             raise ConfigRejected(error) from None
+
+    def on_job_start(self, config, **kwargs) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        swept = swept_keys(RunFolder(Path(config.hydra.runtime.output_dir)))
+        typed = {o.split("=", 1)[0].lstrip("+~"): o for o in config.hydra.overrides.task}
+        shown = " ".join(typed[key] for key in swept if key in typed)
+        log.info("\njob %s: %s", config.hydra.job.num, shown or "the sweep's settings")
 
     def on_multirun_start(self, config, **kwargs) -> None:
 
@@ -50,7 +65,8 @@ def _refuse_a_used_folder(run_dir: Path) -> None:
     folder = RunFolder(run_dir)
     if folder.status_file.is_file():
         raise ConvbenchError(
-            f"{run_dir} already holds a run. Continue it with `convbench resume {run_dir}`, or "
+            f"{run_dir} already holds a run. Continue it with `convbench resume "
+            f"{shown_path(run_dir)}`, or "
             "give the new run a folder of its own (leave hydra.run.dir out: every run gets a new "
             "folder)."
         )

@@ -18,11 +18,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from convbench.config.compose import describe_config_error
 from convbench.config.trust import Trust
-from convbench.errors import ConvbenchError, RunInterrupted, RunInUse
+from convbench.errors import ConvbenchError, RunInterrupted, RunInUse, TrialPruned
 from convbench.launch.distributed import share_the_machine, train_on_devices
 from convbench.launch.preflight import preflight
 from convbench.launch.sweeps import one_line
-from convbench.run.folder import RunFolder
+from convbench.run.folder import RunFolder, shown_path
 from convbench.run.lifecycle import resume as resume_run
 from convbench.run.lifecycle import train as train_run
 from convbench.run.ranks import place
@@ -39,10 +39,17 @@ def run(cfg, arguments: list[str], outcome) -> dict:
     folder = RunFolder(hydra_cfg.runtime.output_dir)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return _run_job(cfg, folder, sweeping=sweeping, arguments=arguments)
+        metrics = _run_job(cfg, folder, sweeping=sweeping, arguments=arguments)
+        outcome.metrics[str(folder.path)] = metrics
+        return metrics
     except RunInterrupted as stop:
         if sweeping:  # the whole sweep is what to resume
-            stop.run_dir = str(Path(hydra_cfg.sweep.dir).resolve())
+            stop.run_dir = shown_path(Path(hydra_cfg.sweep.dir))
+        raise
+    except TrialPruned as pruned:  # a result, recorded as "pruned" by the run itself
+        if not sweeping:
+            outcome.single_run_failure = pruned
+            return {}
         raise
     except Exception as exc:
         if not isinstance(exc, RunInUse):  # the holder's status.json is not ours to write

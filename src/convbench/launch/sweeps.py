@@ -12,7 +12,7 @@ from pathlib import Path
 from convbench.config.compose import quoted
 from convbench.config.trust import BUILT_GROUPS, Trust, check_target
 from convbench.errors import ConvbenchError
-from convbench.run.folder import find_runs, read_yaml
+from convbench.run.folder import SWEEP_FILE, find_runs, read_yaml
 
 
 def one_line(text: str) -> str:
@@ -35,9 +35,6 @@ def is_job_failure(exc: BaseException, failed: list[dict]) -> bool:
     """Whether `exc` is one of the failed jobs' exceptions, re-raised by Hydra's sweeper after
     the jobs ran (its message is the one the job recorded)."""
     return any(one_line(str(exc)) == job["error"] for job in failed)
-
-
-SWEEP_FILE = "multirun.yaml"  # Hydra writes it in every sweep's folder
 
 
 def is_sweep_dir(folder: Path) -> bool:

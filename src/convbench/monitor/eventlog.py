@@ -7,10 +7,13 @@ instead, and after one failure stays silent, so the cleanup that follows does no
 """
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from convbench.files import write_failed
 
@@ -76,7 +79,8 @@ class EventLog:
         if self.failed:
             return None
         try:
-            return getattr(self._writer, method)(*args, **kwargs)
+            target = self if method.startswith("_") else self._writer
+            return getattr(target, method)(*args, **kwargs)
         except OSError as exc:
             self.failed = True
             raise write_failed("TensorBoard's event file", self.path, exc, kept=KEPT) from None
@@ -99,8 +103,26 @@ class EventLog:
     def add_graph(self, *args, **kwargs):
         return self._call("add_graph", *args, **kwargs)
 
-    def add_hparams(self, *args, **kwargs):
-        return self._call("add_hparams", *args, **kwargs)
+    def add_hparams(self, settings: dict, metrics: dict, *, lead: Sequence[str] = ()) -> None:
+        """The run's `settings` and final `metrics` for the HParams view, in this event file.
+
+        The keys in `lead` are marked as the ones that differ between runs. TensorBoard lists
+        those first and shows five columns until asked for more: in a sweep, the swept keys,
+        the seed and the model (torch's add_hparams marks none, so the first five by name show).
+        """
+        experiment, start, end = hparams_summaries(settings, metrics)
+        leading = set(lead)
+        data = HParamsPluginData.FromString(experiment.value[0].metadata.plugin_data.content)
+        for info in data.experiment.hparam_infos:
+            info.differs = info.name in leading
+        experiment.value[0].metadata.plugin_data.content = data.SerializeToString()
+        for summary in (experiment, start, end):
+            self._call("_add_summary", summary)
+        for name, value in metrics.items():
+            self.add_scalar(name, value)
+
+    def _add_summary(self, summary) -> None:
+        self._writer.file_writer.add_summary(summary)
 
     def flush(self) -> None:
         self._call("flush")

@@ -49,14 +49,6 @@ FEATURE_LAYERS = 6
 SAVE_SUFFIXES = (".png", ".svg")
 
 
-def log_sample_batch(writer, batches, step: int, *, count: int = 64) -> None:
-    """The first training batch as the model sees it, un-normalized back to [0, 1]."""
-    images, _ = next(batches.epoch(0))
-    images = images[:count].float()
-    pixels = (images + batches.shift) / (batches.scale * 255.0)  # undo x * scale - shift
-    writer.add_images("train/samples", pixels.clamp(0, 1).cpu(), step)
-
-
 def _plain(model: nn.Module) -> nn.Module:
     """The module itself when `model` is torch.compile's wrapper: its layer names without the
     `_orig_mod.` prefix, and an eager forward pass that triggers no recompilation."""
@@ -247,6 +239,39 @@ def _as_rgb(images: torch.Tensor) -> torch.Tensor:
     return images if images.shape[1] == 3 else images[:, :1].expand(-1, 3, -1, -1)
 
 
+SAMPLE_CELL = 64  # training samples are upscaled (nearest) by a whole factor to at least this
+SAMPLE_COLUMNS = 8
+
+
+def sample_panel(images: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Panel:
+    """Training images as the model sees them (pixels in [0, 1]), eight to a row, each under its
+    class name, upscaled by a whole factor (nearest) to at least SAMPLE_CELL pixels."""
+    count, _, height, width = images.shape
+    scale = max(1, math.ceil(SAMPLE_CELL / max(height, width)))
+    shown = _as_rgb(images).repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    columns = min(count, SAMPLE_COLUMNS)
+    rows = math.ceil(count / columns)
+    cells = torch.ones(rows * columns, *shown.shape[1:])
+    cells[:count] = shown
+    names = [classes[i] if i < len(classes) else str(i) for i in labels.tolist()]
+    names += [""] * (rows * columns - count)
+    grid = [names[r * columns : (r + 1) * columns] for r in range(rows)]
+    title = f"training samples after augmentation, {height}x{width} px"
+    return Panel(title, cells.view(rows, columns, *cells.shape[1:]), grid)
+
+
+def log_sample_batch(
+    writer, batches, step: int, *, classes: list[str] = (), count: int = 32
+) -> None:
+    """The first `count` images of the first training batch as the model sees them,
+    un-normalized back to [0, 1], each labelled with its class name (`sample_panel`)."""
+    images, labels = next(batches.epoch(0))
+    images = images[:count].float()
+    pixels = ((images + batches.shift) / (batches.scale * 255.0)).clamp(0, 1).cpu()
+    panel = sample_panel(pixels, labels[:count].cpu(), list(classes))
+    _log_figure(writer, "train/samples", _draw_panels([panel]), step=step)
+
+
 def filter_panel(name: str, conv: nn.Conv2d, epoch: int | None = None) -> Panel:
     """`conv`'s kernels, one cell each (index over it): each stretched to [0, 1] by its own
     minimum and maximum, grey for one input channel, RGB for three, the first input channel for
@@ -277,12 +302,19 @@ def log_filters(writer, model: nn.Module, *, step: int, epoch: int | None = None
         return
     name, conv = found
     figure = _draw_panels([filter_panel(name, conv, epoch)])
-    _log_figure(writer, f"filters/{name or 'conv'}", figure, step=step)
+    _log_figure(writer, f"filters/{layer_label(model, name)}", figure, step=step)
 
 
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """The model's nn.Conv2d layers, (name, layer), in the order of its modules."""
     return [(n, m) for n, m in _plain(model).named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def layer_label(model: nn.Module, name: str) -> str:
+    """A conv layer as a person finds it: its rank among the model's convs and its module name,
+    the one `convbench summary` lists ("conv2 (features.3)")."""
+    rank = next(i for i, (n, _) in enumerate(conv_layers(model), 1) if n == name)
+    return f"conv{rank} ({name or 'model'})"
 
 
 def conv_outputs(
@@ -381,14 +413,15 @@ def feature_panels(model: nn.Module, images: torch.Tensor, epoch=None) -> list[t
 def log_feature_maps(writer, model: nn.Module, val_batches, *, step: int, epoch: int) -> None:
     """The feature maps of the validation split's first FEATURE_IMAGES images (always the same
     ones: that split is neither shuffled nor augmented), one image per conv layer, tagged
-    `features/<layer name>`."""
+    `features/conv<rank> (<module name>)` (`layer_label`)."""
     if first_conv(model) is None:
         return
     first = next(val_batches.epoch(0), None)
     if first is None:  # dataset.val_size=0
         return
     for name, panel in feature_panels(model, first[0][:FEATURE_IMAGES], epoch):
-        _log_figure(writer, f"features/{name}", _draw_panels([panel]), step=step)
+        tag = f"features/{layer_label(model, name)}"
+        _log_figure(writer, tag, _draw_panels([panel]), step=step)
 
 
 def save_feature_maps(model: nn.Module, images: torch.Tensor, path: Path) -> Path:

@@ -29,9 +29,10 @@ from convbench.data.stream import FileSplit, StreamBatches
 from convbench.engine import EngineOptions, Optimization
 from convbench.errors import ConvbenchError, DatasetError
 from convbench.models.anatomy import summarize
+from convbench.monitor.console import status
 from convbench.monitor.eventlog import EventLog, SilentLog
 from convbench.run.checkpoint import Checkpointer, Settled
-from convbench.run.folder import RunFolder
+from convbench.run.folder import RunFolder, shown_path
 from convbench.run.ranks import collective, place
 
 log = logging.getLogger("convbench")
@@ -250,6 +251,7 @@ def engine_options(cfg: DictConfig, settled: Settled) -> EngineOptions:
         histogram_every_n_epochs=trainer.histogram_every_n_epochs,
         early_stop_patience=trainer.early_stop_patience,
         max_loss=100 * math.log(cfg.dataset.num_classes),
+        classes=tuple(cfg.dataset.classes or ()),
     )
 
 
@@ -302,26 +304,49 @@ def _averaged(model: nn.Module, decay: float):
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def hparams(cfg: DictConfig, settled: Settled) -> dict:
-    """Scalar settings for TensorBoard's HParams view (lists shown as text), with what `auto`
-    settled in place of `auto`."""
-    flat = {
-        "model": cfg.model._target_.rsplit(".", 1)[-1],
-        "dataset": cfg.dataset.name,
-        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-        "seed": cfg.seed,
-    }
-    for group in ("model", "optimizer", "scheduler", "trainer"):
-        for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
-            if not key.startswith("_"):
-                flat[f"{group}.{key}"] = (
-                    value if isinstance(value, int | float | str | bool) else str(value)
-                )
-    flat["trainer.precision"], flat["trainer.channels_last"] = (
-        settled.precision,
-        settled.channels_last,
-    )
-    return flat
+# What every run logs to TensorBoard's HParams, whatever its model or optimizer, so that the
+# parallel-coordinates view, which leaves out runs that lack a column, keeps them all.
+HPARAM_KEYS = (
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "trainer.epochs",
+    "trainer.batch_size",
+    "trainer.label_smoothing",
+    "trainer.ema",
+    "dataset.image_size",
+    "dataset.train_limit",
+    "dataset.val_size",
+    "dataset.augment.crop_padding",
+    "dataset.augment.flip",
+)
+
+
+def hparams(cfg: DictConfig, settled: Settled, *, name: str, typed: list[str]) -> dict:
+    """Settings for TensorBoard's HParams view: the keys typed on the command line first (in a
+    sweep's job the swept ones lead: every job has the same list), then the seed, the model as commands name
+    it (`plainnet-56`), the dataset, the optimizer and schedule, what `auto` settled, and
+    HPARAM_KEYS. Values are numbers, booleans or text (None as "none", lists as text)."""
+    flat: dict = {}
+    for key in typed:
+        value = OmegaConf.select(cfg, key, default=None)
+        if not isinstance(value, DictConfig):
+            flat[key] = value
+    flat |= {"seed": cfg.seed, "model": name, "dataset": cfg.dataset.name}
+    flat["optimizer"] = cfg.optimizer._target_.rsplit(".", 1)[-1]
+    flat["scheduler"] = cfg.scheduler._target_.rsplit(".", 1)[-1]
+    flat["trainer.precision"] = settled.precision
+    flat["trainer.channels_last"] = settled.channels_last
+    for key in HPARAM_KEYS:
+        flat.setdefault(key, OmegaConf.select(cfg, key, default=None))
+    return {key: _hparam(value) for key, value in flat.items()}
+
+
+def _hparam(value):
+    if value is None:
+        return "none"
+    if isinstance(value, bool | int | float | str):
+        return value
+    return str(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value)
 
 
 def plain_config(cfg: DictConfig) -> DictConfig:
@@ -384,7 +409,8 @@ def build_run(
     seed_everything(cfg.seed)
     device = resolve_device(trainer.device, here.local_rank)
     macs = count_macs(cfg)
-    splits = load_splits_in_turn(cfg.dataset, group)
+    with status(f"loading {cfg.dataset.name}"):
+        splits = load_splits_in_turn(cfg.dataset, group)
     if started is not None:
         check_same_data(cfg, splits, started)
     settled = started or settle(cfg, device, macs=macs, splits=splits)
@@ -404,18 +430,24 @@ def build_run(
         group=group,
     )
     params = count_parameters(model)
-    sizes = {name: f"{size:,}" for name, size in splits.sizes().items()}
+    sizes = "{train:,} train / {val:,} val / {test:,} test images".format(**splits.sizes())
+    # Short lines, the run folder on one of its own: whole on a terminal of 80 columns.
     log.info(
-        "%s on %s (%s train / %s val / %s test images), %s parameters, device %s, %s, %s -> %s",
-        cfg.model._target_.rsplit(".", 1)[-1],
+        "%s on %s: %s",
+        folder.model_name(OmegaConf.to_container(cfg.model)),
         cfg.dataset.name,
-        *(sizes["train"], sizes["val"], sizes["test"]),
-        f"{params:,}",
-        device,
-        f"precision {settled.precision} ({settled.reasons['precision']})",
-        f"channels_last {settled.channels_last} ({settled.reasons['channels_last']})",
-        folder.path,
+        sizes,
     )
+    log.info("%s parameters, %.1f M MACs per image", f"{params:,}", macs / 1e6)
+    log.info(
+        "device %s, precision %s (%s)", device, settled.precision, settled.reasons["precision"]
+    )
+    log.info(
+        "channels_last %s (%s)",
+        str(settled.channels_last).lower(),
+        settled.reasons["channels_last"],
+    )
+    log.info("run folder: %s", shown_path(folder.path))
     return Run(
         cfg=cfg,
         folder=folder,

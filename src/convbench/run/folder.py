@@ -38,9 +38,12 @@ import yaml
 from convbench.errors import CheckpointError, ConvbenchError, RunInUse, WriteFailed
 from convbench.files import write_failed, write_json
 
+SWEEP_FILE = "multirun.yaml"  # Hydra writes it in every sweep's folder, before the jobs run
+
 log = logging.getLogger("convbench")
 
-STATES = ("running", "finished", "failed", "interrupted")
+# "pruned": a study's trial its pruner stopped (convbench.run.pruning), a result kept as it is.
+STATES = ("running", "finished", "failed", "interrupted", "pruned")
 # status.json's fields and the types each may hold; anything else reads as None.
 STATUS_TYPES = {
     "status": str,
@@ -188,6 +191,36 @@ class RunFolder:
         found = read_yaml(self.overrides_file)
         return [str(item) for item in found] if isinstance(found, list) else []
 
+    def sweep_overrides(self) -> list[str]:
+        """The command line of the sweep this run is a job of, as typed (`model=mlp,lenet`:
+        the sweep's SWEEP_FILE beside the job folders); [] for a single run."""
+        record = read_yaml(self.path.parent / SWEEP_FILE)
+        hydra = record.get("hydra") if isinstance(record, dict) else None
+        overrides = hydra.get("overrides") if isinstance(hydra, dict) else None
+        task = overrides.get("task") if isinstance(overrides, dict) else None
+        return [str(item) for item in task] if isinstance(task, list) else []
+
+    def choices(self) -> dict[str, str]:
+        """The config group options the run was composed of (.hydra/hydra.yaml), e.g.
+        {"model": "plainnet", "dataset": "fashionmnist"}; {} when unreadable."""
+        hydra = read_yaml(self.hydra_file)
+        hydra = hydra.get("hydra") if isinstance(hydra, dict) else None
+        runtime = hydra.get("runtime") if isinstance(hydra, dict) else None
+        found = runtime.get("choices") if isinstance(runtime, dict) else None
+        return (
+            {str(k): str(v) for k, v in found.items() if v is not None}
+            if isinstance(found, dict)
+            else {}
+        )
+
+    def model_name(self, model_config: dict | None = None) -> str:
+        """The model as a person names it, the same in every command: its config option and
+        depth (`plainnet-56`, `lenet`), or its class's name when the folder does not say."""
+        if model_config is None:
+            config = read_yaml(self.config_file)
+            model_config = config.get("model") if isinstance(config, dict) else None
+        return model_name(self.choices().get("model"), model_config)
+
     def job_number(self):
         """A sweep job's `hydra.job.num` from .hydra/hydra.yaml ("?" when unreadable)."""
         hydra = read_yaml(self.hydra_file)
@@ -231,6 +264,26 @@ class RunFolder:
 
     def lock(self) -> "RunLock":
         return RunLock(self)
+
+
+def shown_path(path: Path) -> str:
+    """A path as every command prints it, so that every other command accepts it as typed:
+    relative to the current folder when it lies below it, else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(resolved)
+
+
+def model_name(choice: str | None, model_config) -> str:
+    """`plainnet-56` from the option `plainnet` and a config with depth 56; without an option,
+    the class's name in lower case (`mynets.TinyNet` -> `tinynet`)."""
+    model_config = model_config if isinstance(model_config, dict) else {}
+    target = str(model_config.get("_target_") or "")
+    name = choice or target.rsplit(".", 1)[-1].lower() or "?"
+    depth = model_config.get("depth")
+    return f"{name}-{depth}" if isinstance(depth, int) and not isinstance(depth, bool) else name
 
 
 def read_json(path: Path) -> dict | None:

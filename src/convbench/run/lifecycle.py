@@ -14,21 +14,24 @@ import time
 from pathlib import Path
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from convbench.config import schema
 from convbench.config.compose import user_error_inside
 from convbench.config.trust import Trust, check_config
-from convbench.engine import RunIO, TrainState, evaluate, fit
-from convbench.errors import CheckpointError, Diverged, RunInterrupted, WriteFailed
+from convbench.engine import RunIO, TrainState, duration, evaluate, fit
+from convbench.errors import CheckpointError, Diverged, RunInterrupted, TrialPruned, WriteFailed
 from convbench.files import remove_leftovers, write_failed
-from convbench.monitor.console import make_progress
+from convbench.monitor.console import make_progress, status
 from convbench.monitor.pictures import log_confusion, log_graph
 from convbench.run import robustness
 from convbench.run.build import Run, build_run, hparams, plain_config
 from convbench.run.checkpoint import Settled, identity_differences, load_checkpoint
-from convbench.run.folder import RunFolder
+from convbench.run.folder import RunFolder, shown_path
+from convbench.run.pruning import flat_params, trial_reporter
 from convbench.run.ranks import place
 from convbench.run.signals import StopRequest
 
@@ -126,7 +129,7 @@ def resume(folder: RunFolder, trust: Trust) -> dict:
                 run = build_run(cfg, folder, started=started, purge_step=step + 1)
                 state = run.checkpointer.restore(payload, TrainState)
         except RunInterrupted as stop:  # last.pt, untouched, is still where to resume from
-            stop.saved, stop.run_dir = True, str(folder.path)
+            stop.saved, stop.run_dir = True, shown_path(folder.path)
             raise
         log.info("resuming %s at epoch %d, step %d", folder.path, state.epoch + 1, state.step)
         return execute(run, state)
@@ -175,6 +178,7 @@ def execute(run: Run, state: TrainState) -> dict:
                 checkpointer=run.checkpointer,
                 stop=stop,
                 group=run.group,
+                after_epoch=trial_reporter(run.cfg) if main else None,
             )
             try:
                 fit(
@@ -204,13 +208,16 @@ def execute(run: Run, state: TrainState) -> dict:
             if stop.requested:
                 log.warning("%s came during the final test; the run finished", stop.requested)
             return metrics
+    except TrialPruned as pruned:
+        _record(run.folder, "pruned", state=state, epochs=epochs, error=str(pruned))
+        log.info("the study's pruner stopped this trial: %s", pruned)
+        raise
     except RunInterrupted as stop:
         stop.saved = stop.saved or run.checkpointer.saved()  # a second signal saves nothing new
         _record(run.folder, "interrupted", state=state, epochs=epochs, error=stop.signal_name)
-        stop.run_dir = str(run.folder.path)
+        stop.run_dir = shown_path(run.folder.path)  # the resume hint (convbench.cli) names it
         log.warning(
-            "stopped by %s at epoch %d, step %d; saved %s",
-            *(stop.signal_name, state.epoch + 1, state.step, run.checkpointer.last),
+            "stopped by %s at epoch %d, step %d", stop.signal_name, state.epoch + 1, state.step
         )
         raise
     except BaseException as exc:
@@ -224,13 +231,14 @@ def execute(run: Run, state: TrainState) -> dict:
 def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
     """Test once with the best weights, write metrics.json and HParams, report."""
     run.model.load_state_dict(load_checkpoint(run.checkpointer.best)["model"])
-    test = evaluate(
-        run.model,
-        run.batches["test"],
-        run.optimization.loss_fn,
-        num_classes=run.cfg.dataset.num_classes,
-        autocast_dtype=run.options.autocast_dtype,
-    )
+    with status(f"testing best.pt on {run.batches['test'].num_samples:,} images"):
+        test = evaluate(
+            run.model,
+            run.batches["test"],
+            run.optimization.loss_fn,
+            num_classes=run.cfg.dataset.num_classes,
+            autocast_dtype=run.options.autocast_dtype,
+        )
     if not math.isfinite(test["loss"]):
         raise Diverged(
             f"the test loss of {run.checkpointer.best} is NaN or infinite: the run diverged, and "
@@ -251,17 +259,28 @@ def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
         kept = "The checkpoints are intact, and a resume tests best.pt again and writes the file."
         raise write_failed("the final metrics", run.folder.metrics_file, exc, kept=kept) from None
     final = {"hparam/test_acc": metrics["test_acc"], "hparam/best_val_acc": metrics["best_val_acc"]}
-    run.writer.add_hparams(hparams(run.cfg, run.settled), final, run_name=".")
+    swept = swept_keys(run.folder)
+    name = run.folder.model_name(OmegaConf.to_container(run.cfg.model))
+    settings = hparams(run.cfg, run.settled, name=name, typed=typed_keys(run.folder, swept))
+    run.writer.add_hparams(settings, final, lead=[*swept, "seed", "model"])
     run.writer.close()
     run.folder.write_status("finished", state=state, epochs=run.cfg.trainer.epochs)
-    log.info(
-        "done: test acc %.4f | best val acc %.4f (epoch %d) | %.1f s | %s img/s | %s",
-        *(metrics["test_acc"], metrics["best_val_acc"], metrics["best_epoch"]),
-        metrics["wall_time_s"],
-        f"{metrics['train_images_per_sec']:,.0f}",
-        run.folder.path,
-    )
+    short = result_line(metrics, run.folder, short=True)
+    log.info("%s", result_line(metrics, run.folder), extra={"short": short})
     return metrics
+
+
+def result_line(metrics: dict, folder: RunFolder, *, short: bool = False) -> str:
+    """The one line a finished run ends with (also under `-q`); `short`: for a narrow terminal,
+    without the speed, and the run folder on a line of its own, never broken."""
+    result = (
+        f"done: test acc {metrics['test_acc']:.4f} | best val acc {metrics['best_val_acc']:.4f} "
+        f"(epoch {metrics['best_epoch']}) | {duration(metrics['wall_time_s'])}"
+    )
+    if short:
+        return f"{result}\n  {shown_path(folder.path)}"
+    speed = f"{metrics['train_images_per_sec']:,.0f} img/s"
+    return f"{result} | {speed} | {shown_path(folder.path)}"
 
 
 def final_metrics(state: TrainState, test: dict, *, run: Run, wall_time_s: float) -> dict:
@@ -286,4 +305,31 @@ def final_metrics(state: TrainState, test: dict, *, run: Run, wall_time_s: float
         "dataset": run.cfg.dataset.name,
         "device": str(run.device),
         "history": state.history,
-    }
+    } | trial_record(run.cfg)
+
+
+def trial_record(cfg) -> dict:
+    """{"tune": the study, the trial's number and the values it was given} for a study's
+    trial, {} for any other run."""
+    tune = cfg.get("tune")
+    if tune is None or tune.trial is None:
+        return {}
+    searched = flat_params(OmegaConf.to_container(tune.params))
+    params = {key: OmegaConf.select(cfg, key) for key in searched}
+    return {"tune": {"study": tune.study_name, "trial": tune.trial, "params": params}}
+
+
+def swept_keys(folder: RunFolder) -> list[str]:
+    """In a sweep's job, the keys its sweep varies (`model=mlp,lenet`, `seed=range(3)`); []
+    for a single run or a record that does not parse."""
+    try:
+        overrides = OverridesParser.create().parse_overrides(folder.sweep_overrides())
+    except HydraException:
+        return []
+    return [o.key_or_group for o in overrides if o.is_sweep_override()]
+
+
+def typed_keys(folder: RunFolder, swept: list[str]) -> list[str]:
+    """The keys typed on the command line, the `swept` ones first, Hydra's own left out."""
+    typed = [o.split("=", 1)[0].lstrip("+~") for o in folder.overrides() if "=" in o]
+    return [key for key in dict.fromkeys([*swept, *typed]) if not key.startswith("hydra")]

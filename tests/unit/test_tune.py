@@ -1,0 +1,149 @@
+"""`convbench tune` in this process: every mistake in a search space or a storage refused before
+any trial starts, as one paragraph, with nothing written; a trial's run reporting to its study
+and stopped by the pruner; the pure parts (values as overrides, a trial's value)."""
+
+import math
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+
+from convbench.tune import space
+from convbench.tune.study import StudyRecord
+from convbench.tune.trials import objective
+from helpers.cli import tiny_mnist_overrides
+from helpers.inprocess import convbench
+
+LR = "tune.params.optimizer.lr"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("+tune.params.optimizer.nosuch={type:float,low:0,high:1}", "is not a key of the run"),
+        (f"{LR}.low=0.5", "is empty (low = high)"),
+        (f"{LR}.low=0.9", "low=0.9 is above high=0.5"),
+        (f"{LR}.low=0", "a log range must lie above zero"),
+        ("tune.params.model.activation.choices=[relu]", "at least two choices"),
+        (f"+{LR}.scale=2", "scale is not a field of a float distribution"),
+        (f"{LR}.type=normal", "type: float, int or categorical"),
+        ("tune.sampler=grid", "tune.params.optimizer.lr is a continuous float range"),
+        ("tune.metric=test_acc", "never chooses"),
+        ("tune.params.optimizer.momentum.low=0.0", "Nesterov momentum requires a momentum"),
+        ("tune.storage=nosuchdb://x/y", "tune.storage=nosuchdb://x/y cannot be opened"),
+        ("tune.storage=sqlite:////no/such/folder/s.db", "cannot be opened"),
+    ],
+)
+def test_a_bad_search_is_refused_before_any_trial(tmp_path, monkeypatch, override, expected):
+    monkeypatch.chdir(tmp_path)
+    result = convbench("tune", "tune=lenet_sgd", override)
+    assert result.code == 2, result
+    assert expected in " ".join(result.stderr.split()), result.stderr
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, "one paragraph"
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+def test_tune_without_a_search_space_names_the_options(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = convbench("tune", "model=mlp")
+    assert result.code == 2 and "tune=NAME, one of lenet_sgd" in result.stderr
+
+
+def test_without_optuna_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(__import__("sys").modules, "optuna", None)  # as if not installed
+    result = convbench("tune", "tune=lenet_sgd")
+    assert result.code == 2 and "pip install 'convbench[tune]'" in result.stderr, result
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_study_of_another_search_space_in_the_same_storage_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    other = optuna.create_study(study_name="lenet_sgd", storage=url, direction="maximize")
+    other.set_user_attr("params", {"optimizer.lr": {"type": "float", "low": 0.1, "high": 1.0}})
+    other.set_user_attr("metric", "val_acc")
+    result = convbench("tune", "tune=lenet_sgd", f"tune.storage={url}", "tune.dir=study")
+    assert result.code == 2, result
+    assert "searches another space or metric" in result.stderr
+    assert len(other.get_trials()) == 0, "no trial was asked"
+
+
+def test_a_trial_below_the_median_is_pruned_inside_its_run(tmp_path, monkeypatch, mnist_root):
+    """Trial 0 reached 0.99 at every epoch; trial 1, running, reports to the same study from
+    its run, is worse at epoch 1, and the median pruner stops it: status "pruned", exit 6,
+    its folder kept with last.pt, no metrics.json."""
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    best = study.ask()
+    for epoch in (1, 2):
+        best.report(0.99, epoch)
+    study.tell(best, 0.99)
+    running = study.ask()
+    run_dir = tmp_path / "trial"
+    result = convbench(
+        "train",
+        "tune=lenet_sgd",
+        *tiny_mnist_overrides(mnist_root),
+        "trainer.log_images=false",
+        "trainer.num_threads=1",
+        f"tune.trial={running.number}",
+        "tune.study_name=s",
+        f"tune.storage={url}",
+        "tune.startup_trials=1",
+        "tune.warmup_epochs=0",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert result.code == 6, result
+    assert "pruned after epoch 1" in result.stderr
+    status = OmegaConf.load(run_dir / "status.json")
+    assert status.status == "pruned" and status.epoch == 1
+    assert (run_dir / "checkpoints" / "last.pt").is_file() and not (
+        run_dir / "metrics.json"
+    ).exists()
+    reported = study.get_trials()[running.number].intermediate_values
+    assert list(reported) == [1] and reported[1] < 0.99
+
+
+def test_a_value_goes_back_to_hydra_as_it_was():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for value in (0.015022325326844811, 1e-06, 3, "relu", "T-shirt/top", True, None, 2.0):
+        override = space.as_override("a.b", value)
+        parsed = parser.parse_overrides([override])[0].value()
+        assert parsed == value and type(parsed) is type(value), override
+
+
+def test_a_trials_value_is_its_best_epochs_metric():
+    history = [{"val_acc": 0.5, "val_loss": 1.2}, {"val_acc": 0.7, "val_loss": 0.9}]
+    history.append({"val_acc": 0.6, "val_loss": float("nan")})
+    record = StudyRecord(**_record(metric="val_acc", direction="maximize"))
+    assert objective({"history": history}, record) == 0.7
+    record = StudyRecord(**_record(metric="val_loss", direction="minimize"))
+    assert objective({"history": history}, record) == 0.9, "a NaN epoch is not the best"
+    assert objective({"history": []}, record) is None
+    assert not math.isnan(objective({"history": history[:1]}, record))
+
+
+def _record(**changes) -> dict:
+    fields = dict(
+        name="s",
+        option="lenet_sgd",
+        overrides=[],
+        config_dirs=[],
+        storage="",
+        params={},
+        metric="val_acc",
+        direction="maximize",
+        n_trials=1,
+        sampler="tpe",
+        pruner="median",
+        startup_trials=1,
+        warmup_epochs=0,
+        epochs=2,
+        seed=0,
+    )
+    return fields | changes
