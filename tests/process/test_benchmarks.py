@@ -136,3 +136,17 @@ def test_accuracy_runs_a_recipe_and_prints_its_row_and_verdict():
     assert 0 <= accuracy <= 1 and float(row[2]) > 0
     verdicts = verdict_lines(output)
     assert len(verdicts) == 1 and f"test accuracy {accuracy:.4f} (target 0.915)" in verdicts[0]
+
+
+def test_tune_pruning_measures_both_studies_and_the_default(tmp_path):
+    results_file = tmp_path / "tune.json"
+    output = run_script("tune_pruning.py", "--trials", "2", "--json", str(results_file))
+    saved = json.loads(results_file.read_text())
+    for study in ("pruned", "unpruned"):
+        assert saved[study]["trials"] == 2 and saved[study]["seconds"] > 0
+        assert 0 <= saved[study]["best"] <= 1
+    assert saved["ratio"] == pytest.approx(
+        saved["pruned"]["seconds"] / saved["unpruned"]["seconds"]
+    )
+    assert re.search(rf"^time median / none ({NUMBER})x", output, re.MULTILINE), output
+    assert re.search(rf"^default\s+({NUMBER})$", output, re.MULTILINE), output

@@ -23,8 +23,10 @@ def leaf_keys(schema=Config, prefix: str = "") -> list[tuple[str, dataclasses.Fi
     hints = typing.get_type_hints(schema)
     for item in dataclasses.fields(schema):
         found.append((f"{prefix}{item.name}", item))
-        if dataclasses.is_dataclass(hints[item.name]):
-            found += leaf_keys(hints[item.name], f"{prefix}{item.name}.")
+        hint = hints[item.name]
+        for block in (hint, *typing.get_args(hint)):  # nested, or optional (tune: null)
+            if dataclasses.is_dataclass(block):
+                found += leaf_keys(block, f"{prefix}{item.name}.")
     return found
 
 

@@ -39,6 +39,7 @@ class Entry:
     help: str
     limits: Limits | None
     optional: bool
+    default: object = None  # the schema's own default (shown where the default run has none)
 
 
 def schema_entries(schema=Config, prefix: str = "") -> list[Entry]:
@@ -57,14 +58,21 @@ def schema_entries(schema=Config, prefix: str = "") -> list[Entry]:
                 optional,
             )
         )
-        if dataclasses.is_dataclass(hint):
-            entries += schema_entries(hint, f"{key}.")
+        if item.default is not dataclasses.MISSING:
+            entries[-1].default = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            entries[-1].default = item.default_factory()
+        block = next(
+            (h for h in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(h)), None
+        )
+        if block is not None:  # a nested block, or an optional one (tune: null in a plain run)
+            entries += schema_entries(block, f"{key}.")
     return entries
 
 
 def _kind(hint) -> str:
     args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-    if dataclasses.is_dataclass(hint):
+    if dataclasses.is_dataclass(hint) or any(dataclasses.is_dataclass(arg) for arg in args):
         return "group"
     if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         return _kind(args[0])
@@ -144,6 +152,7 @@ def markdown() -> str:
         ("trainer.", "trainer"),
         ("robustness.", "robustness"),
         ("report.", "report"),
+        ("tune.", "tune (a search, `convbench tune`: docs/tune.md; null in a plain run)"),
     ):
         rows = [e for e in entries if _in_section(e.key, section)]
         lines += [
@@ -155,9 +164,11 @@ def markdown() -> str:
         ]
         for entry in rows:
             value = OmegaConf.select(OmegaConf.create(default), entry.key, default=None)
+            if value is None and section == "tune.":  # the block is null in the default run
+                value = getattr(entry.default, "value", entry.default)
             shown = "" if entry.kind in ("group", "config") else _cell(value)
             lines.append(
-                f"| `{entry.key}` | {entry.kind} | {shown} | {entry.help} | {_range(entry)} |"
+                f"| `{entry.key}` | {entry.kind} | {shown} | {_escaped(entry.help)} | {_range(entry)} |"
             )
     for group in OPEN_GROUPS:
         lines += ["", f"## {group} options", ""]
