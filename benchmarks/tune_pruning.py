@@ -68,8 +68,11 @@ def study(folder: Path, data: list[str], *, pruner: str, trials: int, workers: i
         "trainer.log_images=false",
     ]
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    said = (done.stdout + done.stderr).splitlines()
+    end = max(i for i, line in enumerate(said) if line.startswith("Study "))
+    answer = said[end:]  # the study's end: its counts, pruning's saving, the best trial
     states, best = [], None
     for run in sorted(folder.glob("trial-*")):
         states.append(json.loads((run / "status.json").read_text())["status"])
@@ -82,6 +85,7 @@ def study(folder: Path, data: list[str], *, pruner: str, trials: int, workers: i
         "pruned": states.count("pruned"),
         "trials": len(states),
         "best": best,
+        "answer": answer,
     }
 
 
@@ -138,6 +142,8 @@ def main() -> int:
     print(f"time median / none {ratio:.2f}x (target < 1.0)")
     best = max(v for v in (pruned["best"], unpruned["best"]) if v is not None)
     print(f"best trial {best:.4f} vs default {default:.4f}: {best - default:+.4f}")
+    print("\nThe median study's own end:")
+    print("\n".join(pruned["answer"]))
     if args.json:
         figures = {"pruned": pruned, "unpruned": unpruned, "default": default, "ratio": ratio}
         args.json.write_text(json.dumps(figures, indent=2))
