@@ -72,7 +72,7 @@ def test_a_second_signal_stops_at_once(mnist_root, tmp_path):
     run_dir = tmp_path / "run"
     proc = start("train", *overrides(mnist_root, run_dir, seconds_per_step=3.0), cwd=tmp_path)
     log = run_dir / "train.log"
-    wait_until(lambda: log.is_file() and "parameters, device" in log.read_text(), proc, "built")
+    wait_until(lambda: log.is_file() and "run folder: " in log.read_text(), proc, "built")
     time.sleep(1.0)  # inside the first step
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
