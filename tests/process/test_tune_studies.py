@@ -69,6 +69,12 @@ def test_a_study_agrees_with_its_folders_and_names_a_command_for_the_best(mnist_
             assert config["optimizer"]["lr"] == pytest.approx(trial.params["optimizer.lr"])
     best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     assert f"Best: trial {best.number}, val_acc {best.value:.4f}" in output
+    # Trial 0 trained the config's own values, what the answer measures the best against.
+    own = min(trials, key=lambda t: t.number)
+    assert own.user_attrs["baseline"] is True
+    assert own.params["optimizer.lr"] == 0.05 and own.params["model.activation"] == "relu"
+    assert own.params["optimizer.momentum"] == 0.9
+    assert ("No other trial beat the config's own values (trial 0)" in output) == (best.number == 0)
     # The full-budget command composes the best trial's values, without the study's budget.
     lines = output.splitlines()
     said = next(index for index, line in enumerate(lines) if line.startswith("Train it on"))

@@ -147,3 +147,26 @@ def _record(**changes) -> dict:
         seed=0,
     )
     return fields | changes
+
+
+def test_the_configs_own_values_are_a_trial_only_inside_the_space():
+    params = {
+        "optimizer.lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True},
+        "trainer.batch_size": {"type": "int", "low": 32, "high": 256, "step": 32},
+        "model.activation": {"type": "categorical", "choices": ["relu", "tanh"]},
+    }
+    cfg = OmegaConf.create(
+        {"optimizer": {"lr": 0.05}, "trainer": {"batch_size": 128}, "model": {"activation": "relu"}}
+    )
+    assert space.own_values(cfg, params) == {
+        "optimizer.lr": 0.05,
+        "trainer.batch_size": 128,
+        "model.activation": "relu",
+    }
+    for key, outside in (
+        ("optimizer.lr", 0.9),  # above high
+        ("trainer.batch_size", 100),  # off the step
+        ("model.activation", "gelu"),  # not a choice
+    ):
+        changed = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={outside}"]))
+        assert space.own_values(changed, params) == {}, key

@@ -363,6 +363,11 @@ class TuneConfig:
         "the study folder; null: outputs/tune/<date>/<time>-<name>-<random>", None
     )
     seed: Optional[int] = key("the sampler's seed; null: a random one", 0, **SEED_LIMITS)
+    baseline: bool = key(
+        "trial 0 trains the config's own values of the searched keys (where they lie in the "
+        "space), so the answer says by how much the best trial beats them",
+        True,
+    )
     trial: Optional[int] = key(
         "set by `convbench tune` on each trial's run: the trial it reports to", None, low=0
     )

@@ -19,7 +19,15 @@ from convbench.monitor.console import log_to_run_folder
 from convbench.run.folder import RunFolder, read_yaml, shown_path
 from convbench.tune import space
 from convbench.tune.study import StudyFolder, StudyRecord, new_record, open_study
-from convbench.tune.trials import RETRIED, Plan, counted, run_workers, saved_seconds, settle
+from convbench.tune.trials import (
+    BASELINE,
+    RETRIED,
+    Plan,
+    counted,
+    run_workers,
+    saved_seconds,
+    settle,
+)
 
 log = logging.getLogger("convbench")
 
@@ -188,7 +196,8 @@ def answer(plan: Plan) -> list[str]:
     if pruned:
         saved = sum(saved_seconds(r, plan.record) for r in pruned)
         lines.append(
-            f"Pruning saved about {duration(saved)} here ({len(pruned)} trial(s) stopped early)."
+            f"Pruning saved about {duration(saved)} of training ({len(pruned)} trial(s) stopped "
+            "early; the workers share that saving of wall time)."
         )
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
@@ -199,6 +208,16 @@ def answer(plan: Plan) -> list[str]:
     lines += [
         f"Best: trial {best.number}, {plan.record.metric} {best.value:.4f}: {values}",
         f"  its run: {shown_path(plan.folder.trial_dir(best.number))}",
+    ]
+    own = next((t for t in complete if t.user_attrs.get(BASELINE)), None)
+    if own is not None and own.number == best.number:
+        lines.append(f"  No other trial beat the config's own values (trial {own.number}).")
+    elif own is not None:
+        lines.append(
+            f"  The config's own values (trial {own.number}): {plan.record.metric} "
+            f"{own.value:.4f}; the best is {best.value - own.value:+.4f} from them."
+        )
+    lines += [
         "Train it on the full budget (without the study's " + ", ".join(BUDGET_KEYS) + "):",
         f"  convbench train {' '.join(full_budget(plan, best.number))}",
         f"Next: convbench compare {where} --html {where}/report.html",

@@ -192,3 +192,30 @@ def _one(choices) -> str:
 
 
 _MISSING = object()
+
+
+def own_values(cfg: DictConfig, params: dict[str, dict]) -> dict:
+    """The composed config's own values of the searched keys, where every one lies in its
+    distribution (a float or int within [low, high] and on its step, a categorical among its
+    choices); {} where one does not, since Optuna cannot ask for a point outside its space."""
+    values = {}
+    for key, spec in params.items():
+        value = OmegaConf.select(cfg, key)
+        if spec["type"] == "categorical":
+            if value not in spec["choices"]:
+                return {}
+        else:
+            kind = int if spec["type"] == "int" else float
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return {}
+            if not spec["low"] <= value <= spec["high"]:
+                return {}
+            step = spec.get("step")
+            if (
+                step
+                and abs((value - spec["low"]) / step - round((value - spec["low"]) / step)) > 1e-9
+            ):
+                return {}
+            value = kind(value)
+        values[key] = value
+    return values

@@ -8,7 +8,7 @@ Workers on other machines join through the same storage URL and study name.
 
 import contextlib
 import fcntl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -48,6 +48,7 @@ class StudyRecord:
     seed: int | None
     workers: int = 1  # on this machine, unless `convbench resume` is told otherwise
     created: str = ""
+    baseline: dict = field(default_factory=dict)  # the config's own values, asked as trial 0
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -131,6 +132,7 @@ def new_record(cfg, *, option: str, overrides: list[str], config_dirs: list[str]
         seed=tune.seed,
         workers=tune.workers,
         created=datetime.now().astimezone().isoformat(timespec="seconds"),
+        baseline=space.own_values(cfg, params) if tune.baseline and tune.sampler != "grid" else {},
     )
 
 

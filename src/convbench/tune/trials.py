@@ -33,6 +33,7 @@ log = logging.getLogger("convbench")
 
 RETRIED = "retried"  # a failed trial's user attribute: it died before its first checkpoint
 FOLDER = "folder"  # a trial's user attribute: its run folder, whichever study folder holds it
+BASELINE = "baseline"  # a trial's user attribute: it trains the config's own values
 QUIET = ["trainer.progress=false", "++hydra.job_logging.handlers.console.level=WARNING"]
 
 
@@ -199,12 +200,16 @@ def _ask(plan: Plan, lock) -> int | None:
     with lock, plan.folder.asking(plan.record):
         if counted(plan.study) >= plan.record.n_trials:
             return None
+        if plan.record.baseline and not plan.study.get_trials(deepcopy=False):
+            # The study's first trial: the config's own values, what the search must beat.
+            plan.study.enqueue_trial(plan.record.baseline, user_attrs={BASELINE: True})
         trial = plan.study.ask(space.distributions(plan.record.params))
         trial.set_user_attr(FOLDER, str(plan.folder.trial_dir(trial.number).resolve()))
         values = " ".join(
             space.as_override(k, _short(v)).replace("'", "") for k, v in trial.params.items()
         )
-        log.info("trial %d: %s", trial.number, values)
+        own = " (the config's own values)" if trial.user_attrs.get(BASELINE) else ""
+        log.info("trial %d%s: %s", trial.number, own, values)
         return trial.number
 
 
