@@ -14,7 +14,7 @@ import traceback
 import typer
 
 from convbench import __version__
-from convbench.commands import compare, predict, resume, runs, summary, tb, train, tune
+from convbench.commands import compare, export, predict, resume, runs, summary, tb, train, tune
 from convbench.commands import eval as eval_command
 from convbench.errors import BUG_REPORT, EXIT_BUG, ConvbenchError, RunInterrupted, TrialPruned
 
@@ -51,6 +51,9 @@ app.command(name="eval", short_help="Test a run's checkpoint again, perturbed if
 )
 app.command(short_help="Classify new images with a run's weights and its own preprocessing.")(
     predict.predict
+)
+app.command(short_help="Export a run's model to ONNX or TorchScript, checked against the run.")(
+    export.export
 )
 app.command(short_help="Continue a stopped run, or finish a stopped sweep, in its folder.")(
     resume.resume
