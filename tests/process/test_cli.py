@@ -177,7 +177,7 @@ def test_bash_sources_the_script_and_completes(tmp_path):
         cwd=Path(tmp_path),
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["eval"]
+    assert result.stdout.split() == ["eval", "export"]
 
 
 # --- a user's own package, and two users at once --------------------------------------------------
