@@ -170,3 +170,21 @@ def test_the_configs_own_values_are_a_trial_only_inside_the_space():
     ):
         changed = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={outside}"]))
         assert space.own_values(changed, params) == {}, key
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"overrides": ["model._target_=builtins.open"]}, "builtins.open"),
+        ({"config_dirs": ["/somewhere/conf"]}, "--config-dir /somewhere/conf"),
+    ],
+)
+def test_a_study_folder_alone_may_not_choose_code(tmp_path, changes, expected):
+    from convbench.tune.study import StudyFolder
+
+    folder = StudyFolder(tmp_path / "study")
+    folder.write(StudyRecord(**_record(**changes)))
+    result = convbench("resume", str(folder.path), cwd=tmp_path)
+    assert result.code == 2, result
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert not folder.database.exists() and not list(folder.path.glob("trial-*")), "nothing ran"

@@ -36,7 +36,9 @@ def resume(
     if is_study_dir(folder):
         from convbench.tune.search import resume as resume_study
 
-        raise typer.Exit(resume_study(folder, cwd=Path.cwd()))
+        raise typer.Exit(
+            resume_study(folder, cwd=Path.cwd(), config_dirs=[str(d) for d in config_dirs])
+        )
     trust = user_trust(config_dirs)
     if is_sweep_dir(folder):
         raise typer.Exit(resume_sweep(folder, config_dirs))

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from convbench.config.compose import compose, config_dir, describe_config_error
+from convbench.config.trust import Trust, check_config
 from convbench.engine import duration
 from convbench.errors import EXIT_INTERRUPTED, ConvbenchError
 from convbench.launch.preflight import preflight
@@ -122,15 +123,39 @@ def start(overrides: list[str], *, config_dirs: list[str], cwd: Path) -> int:
     return drive(folder, record, study=study, storage=storage, cwd=cwd, workers=record.workers)
 
 
-def resume(path: Path, *, cwd: Path, workers: int | None = None) -> int:
-    """A study continued from its folder: its exit code."""
+def resume(
+    path: Path, *, cwd: Path, config_dirs: list[str] = (), workers: int | None = None
+) -> int:
+    """A study continued from its folder: its exit code. The folder's record is input from
+    outside: the config folders it names must be given again (`config_dirs`, the user's
+    --config-dir), and the config its overrides compose may name only code they vouch for."""
     require_optuna()
     folder = StudyFolder(path)
     record = folder.read()
+    check_record(folder, record, config_dirs)
     study, storage = open_study(folder, record, create=False)
     return drive(
         folder, record, study=study, storage=storage, cwd=cwd, workers=workers or record.workers
     )
+
+
+def check_record(folder: StudyFolder, record: StudyRecord, config_dirs: list[str]) -> None:
+    """Refuse a study record that would choose code on its own (convbench.config.trust)."""
+    given = {str(Path(d).resolve()) for d in config_dirs}
+    missing = [d for d in record.config_dirs if str(Path(d).resolve()) not in given]
+    if missing:
+        raise ConvbenchError(
+            f"{folder.record_file} names the config folder {missing[0]}; a study folder alone "
+            f"may not choose code. Pass it again: convbench resume {folder.path} "
+            + " ".join(f"--config-dir {d}" for d in record.config_dirs)
+        )
+    extra = record.config_dirs[0] if record.config_dirs else None
+    try:
+        cfg = compose([*record.overrides], extra)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConvbenchError(f"{folder.record_file}: {describe_config_error(exc)}") from None
+    config = OmegaConf.to_container(cfg, resolve=False)
+    check_config(config, Trust.of_folders(record.config_dirs), str(folder.record_file))
 
 
 def drive(folder: StudyFolder, record: StudyRecord, *, study, storage, cwd, workers) -> int:
