@@ -10,6 +10,7 @@ the reverse) is converted, and the count of those is said.
 
 import logging
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,9 +117,7 @@ def image_files(inputs: list[str], stdin=None) -> list[Path]:
     return found
 
 
-def predict(
-    predictor: Predictor, files: list[Path], *, top_k: int, skip_bad: bool, progress=None
-) -> Predictions:
+def predict(predictor: Predictor, files: list[Path], *, top_k: int, skip_bad: bool) -> Predictions:
     """Every file's `top_k` classes with their probabilities, in the order given. A file that
     cannot be decoded is refused as `train` refuses it, or with `skip_bad` left out and named."""
     data = predictor.cfg.dataset
@@ -139,8 +138,6 @@ def predict(
         result.converted += _converted(path, channels)
         images.append(tensor)
         kept.append(path)
-        if progress is not None:
-            progress(1)
     if not images:
         return result
     split = Split(torch.stack(images), torch.zeros(len(images), dtype=torch.long))
@@ -172,6 +169,4 @@ def _converted(path: Path, channels: int) -> int:
 
 
 def _autocast(device: torch.device, dtype):
-    from contextlib import nullcontext
-
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
