@@ -188,3 +188,55 @@ def test_a_study_folder_alone_may_not_choose_code(tmp_path, changes, expected):
     assert result.code == 2, result
     assert expected in result.stderr and "Traceback" not in result.stderr
     assert not folder.database.exists() and not list(folder.path.glob("trial-*")), "nothing ran"
+
+
+def test_workers_opening_a_new_database_together_all_get_it(tmp_path):
+    """Workers of one study that start at once race to create the database's tables; the
+    loser must retry, not report the URL as unusable."""
+    import threading
+
+    from convbench.run.pruning import open_storage
+
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path / f'shared{round_}.db'}"
+        barrier, errors = threading.Barrier(4), []
+
+        def open_it(url=url, barrier=barrier, errors=errors):
+            barrier.wait()
+            try:
+                open_storage(url).get_all_studies()
+            except Exception as exc:  # any failure is reported below
+                errors.append(str(exc)[:200])
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+
+
+def test_a_worker_that_finds_the_study_created_meanwhile_joins_it(tmp_path, monkeypatch):
+    """Two workers both miss the study and both create it: the second joins the first's."""
+    from convbench.tune.study import StudyFolder, open_study
+
+    params = {"optimizer.lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True}}
+    record = StudyRecord(**_record(params=params))
+    folder = StudyFolder(tmp_path / "study")
+    folder.path.mkdir()
+    first, _ = open_study(folder, record, create=True)
+    first.enqueue_trial({"optimizer.lr": 0.01})
+    real_load = optuna.load_study
+    missed = []
+
+    def load_that_misses_once(**options):
+        if not missed:
+            missed.append(True)
+            raise KeyError(options["study_name"])
+        return real_load(**options)
+
+    monkeypatch.setattr(optuna, "load_study", load_that_misses_once)
+    second, _ = open_study(folder, record, create=True)
+    assert missed and second._study_id == first._study_id
+    assert len(second.get_trials(deepcopy=False)) == 1
+    assert second.user_attrs["params"] == params

@@ -37,22 +37,44 @@ def pruner(*, kind: str, startup_trials: int, warmup_epochs: int, epochs: int):
     return optuna.pruners.NopPruner()
 
 
-def open_storage(url: str):
-    """Optuna's storage at `url`; a `ConvbenchError` when it cannot be opened."""
+def open_storage(url: str, *, attempts: int = 5):
+    """Optuna's storage at `url`; a `ConvbenchError` when it cannot be opened.
+
+    Workers that start together on a new database race to create its tables: one of them
+    finds a table or the version row made by another between checking and creating ("already
+    exists", a unique-key clash). That is not a fault of the URL, so it is retried; opening
+    again sees the finished tables and creates nothing."""
+    import time
+
     import optuna
     import sqlalchemy.exc
 
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-    except (ValueError, ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:
-        reason = " ".join(str(exc).split())[:300]
-        raise ConvbenchError(
-            f"tune.storage={url} cannot be opened ({reason}). Give a URL Optuna accepts: "
-            "sqlite:///path/study.db, postgresql://user:password@host/db or "
-            "mysql+pymysql://..., with its driver installed; empty stores the study in its "
-            "folder."
-        ) from None
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            if attempt + 1 < attempts and _lost_creation_race(exc):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            reason = exc
+        except (ValueError, ImportError) as exc:
+            reason = exc
+        break
+    reason = " ".join(str(reason).split())[:300]
+    raise ConvbenchError(
+        f"tune.storage={url} cannot be opened ({reason}). Give a URL Optuna accepts: "
+        "sqlite:///path/study.db, postgresql://user:password@host/db or "
+        "mysql+pymysql://..., with its driver installed; empty stores the study in its "
+        "folder."
+    )
+
+
+def _lost_creation_race(exc) -> bool:
+    import sqlalchemy.exc
+
+    text = str(exc).lower()
+    return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in text
 
 
 class TrialReporter:

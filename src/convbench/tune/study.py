@@ -178,9 +178,12 @@ def open_study(folder: StudyFolder, record: StudyRecord, *, create: bool):
                 f"the storage {folder.storage_url(record)} holds no study named {record.name}: "
                 "it was removed, or the record points elsewhere."
             ) from None
-        study = optuna.create_study(direction=record.direction, **options)
-        study.set_user_attr("params", record.params)
-        study.set_user_attr("metric", record.metric)
+        # Another worker of the same study may create it between the load and here: then
+        # this one joins it, and records the search (the same values) if that one has not yet.
+        study = optuna.create_study(direction=record.direction, load_if_exists=True, **options)
+        if "params" not in study.user_attrs:
+            study.set_user_attr("params", record.params)
+            study.set_user_attr("metric", record.metric)
     check_same_study(study, record)
     study.sampler = sampler(record, trials=len(study.get_trials(deepcopy=False)))
     return study, storage
