@@ -76,6 +76,8 @@ def test_config_mistakes(tmp_path, overrides, expected):
         ("scheduler.warmup_epochs=-1", "scheduler.warmup_epochs=-1 is out of range"),
         ("trainer.epochs=1000000000000", "trainer.epochs=1000000000000 is out of range"),
         ("dataset.augment.crop_padding=40", "is not below the images' side"),
+        ("dataset.augment.illumination=1.5", "dataset.augment.illumination=1.5 is out of range"),
+        ("augment=confounder", "augment=confounder"),
         ("trainer.devices=1024", "asks for more processes than this machine has"),
     ],
 )

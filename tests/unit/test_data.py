@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from convbench.data import sources
-from convbench.data.batches import Batches, Split, random_crop, random_flip
+from convbench.data.augment import random_crop, random_flip
+from convbench.data.batches import Batches, Split
 from convbench.data.formats import idx_bytes, read_cifar_batch, read_idx
 from convbench.data.loader import load_splits
 from convbench.errors import DatasetError

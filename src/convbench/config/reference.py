@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from convbench.config.compose import compose, config_dir
 from convbench.config.schema import Config, Limits
 
-GROUPS = ("model", "dataset", "optimizer", "scheduler", "trainer", "experiment")
+GROUPS = ("model", "dataset", "augment", "optimizer", "scheduler", "trainer", "experiment")
 # The groups whose keys the schema leaves open (`Any`): each option's keys come from its YAML.
 OPEN_GROUPS = ("model", "optimizer", "scheduler")
 # What the keys every model, optimizer or scheduler config has mean.
@@ -138,12 +138,15 @@ def markdown() -> str:
         "",
         "## Groups",
         "",
+        "A group whose default is `null` is used only when chosen: `experiment=NAME` applies",
+        "a delta, `augment=NAME` sets the training augmentation over the dataset's own.",
+        "",
         "| group | options | default |",
         "| --- | --- | --- |",
     ]
     chosen = OmegaConf.to_container(compose([], with_hydra=True).hydra.runtime.choices)
     for group in GROUPS:
-        picked = chosen.get(group) or "none"
+        picked = chosen.get(group) or "null"
         lines.append(f"| `{group}` | {', '.join(f'`{o}`' for o in options(group))} | `{picked}` |")
     entries = schema_entries()
     for section, title in (

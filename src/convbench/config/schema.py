@@ -108,6 +108,30 @@ class AugmentConfig:
         off="no crop",
     )
     flip: bool = key("flip half of the images left-right", False)
+    # The confounders of the test-time perturbations (KINDS), trained on; shifts are the crop.
+    occlude: int = key(
+        "blank a square of each image, its side drawn per image from 0 to N pixels",
+        0,
+        low=0,
+        high=MAX_IMAGE_SIDE,
+        off="none",
+    )
+    clutter: int = key(
+        "paste into each image a square of another image of the batch, its side drawn per "
+        "image from 0 to N pixels",
+        0,
+        low=0,
+        high=MAX_IMAGE_SIDE,
+        off="none",
+    )
+    illumination: float = key(
+        "give each image its own gamma, contrast and brightness change, drawn as the "
+        "test-time illumination at this strength in [0, 1] draws them",
+        0.0,
+        low=0.0,
+        high=1.0,
+        off="none",
+    )
 
 
 @dataclass

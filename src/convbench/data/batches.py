@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from convbench.data.augment import Augmentation
+
 
 @dataclass
 class Split:
@@ -101,25 +103,6 @@ class PixelMoments:
         return [round(v, 6) for v in mean.tolist()], [round(v, 6) for v in std.tolist()]
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by `padding` and cut a random window of the original size per image."""
-    batch, _, height, width = images.shape
-    padded = F.pad(images, (padding,) * 4)  # [B, C, H + 2p, W + 2p]
-    device = images.device
-    dy = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
-    dx = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
-    # Every window as a view ([B, C, 2p + 1, 2p + 1, H, W], no copy), then one pick per image:
-    # about a quarter of the time of indexing rows and columns pixel by pixel.
-    windows = padded.unfold(2, height, 1).unfold(3, width, 1)
-    return windows[torch.arange(batch, device=device), :, dy, dx]  # [B, C, H, W]
-
-
-def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip each image left-right with probability 1/2."""
-    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(3), images)
-
-
 class SeededBatches:
     """What `Batches` and `convbench.data.stream.StreamBatches` share: the size of an epoch and
     of this process's shard, the order of an epoch's images (a function of (seed, epoch), drawn
@@ -148,8 +131,7 @@ class SeededBatches:
         self.device = torch.device(device)
         self.image_size = image_size
         self.shuffle = shuffle
-        self.crop_padding = augment.crop_padding if augment is not None else 0
-        self.flip = bool(augment.flip) if augment is not None else False
+        self.augmentation = Augmentation.of(augment)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.seed = seed
         std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
@@ -196,14 +178,10 @@ class SeededBatches:
 
     def _prepare(self, images: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
         """Batch `index` of `epoch` as the model sees it, from its uint8 images on the device."""
-        if self.crop_padding or self.flip:
+        if self.augmentation:
             # Each rank its own draws (a single process keeps the (epoch, batch) key).
             key = (epoch, index) if self.world_size == 1 else (epoch, index, self.rank)
-            generator = self._generator(*key)
-            if self.crop_padding:
-                images = random_crop(images, self.crop_padding, generator)
-            if self.flip:
-                images = random_flip(images, generator)
+            images = self.augmentation(images, self._generator(*key))
         x = images.float().mul_(self.scale).sub_(self.shift)
         if x.shape[-1] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear")

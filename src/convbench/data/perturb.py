@@ -90,7 +90,8 @@ def illuminate(images: torch.Tensor, strength: float, generator: torch.Generator
     if strength <= 0:
         return images
     count = images.shape[0]
-    draws = torch.rand((count, 3), generator=generator).to(images.device) * 2 - 1  # [N, 3]
+    draws = torch.rand((count, 3), generator=generator, device=generator.device)
+    draws = draws.to(images.device) * 2 - 1  # [N, 3]
     gamma, contrast, brightness = (column.view(count, 1, 1, 1) for column in draws.unbind(1))
     gamma, contrast = 2 ** (strength * gamma), 2 ** (strength * contrast)
     brightness = 0.5 * strength * brightness

@@ -318,6 +318,9 @@ HPARAM_KEYS = (
     "dataset.val_size",
     "dataset.augment.crop_padding",
     "dataset.augment.flip",
+    "dataset.augment.occlude",
+    "dataset.augment.clutter",
+    "dataset.augment.illumination",
 )
 
 
