@@ -68,7 +68,7 @@ def epoch_seconds(cfg, initial, split, variant: str, batch_size: int) -> float:
         shuffle=True,
         channels_last=channels_last,
     )
-    optimization = build_optimization(cfg, model, torch.device("cpu"))
+    optimization = build_optimization(cfg, model, torch.device("cpu"), epochs=cfg.trainer.epochs)
     io = RunIO(
         writer=SilentLog(), progress=Quiet(), checkpointer=Quiet(), stop=Quiet(), group=Solo()
     )

@@ -207,7 +207,7 @@ class Setup:
         model = copy.deepcopy(self.initial_model).to(self.device, memory_format=self.memory_format)
         cfg = copy.deepcopy(self.cfg)
         cfg.trainer.precision = self.precision
-        return model, build_optimization(cfg, model, self.device)
+        return model, build_optimization(cfg, model, self.device, epochs=cfg.trainer.epochs)
 
 
 def model_overrides(name: str) -> list[str]:

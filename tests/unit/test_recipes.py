@@ -128,7 +128,7 @@ def test_one_estimate_after_the_first_epoch_off_a_terminal(default_run):
 
 def test_label_smoothing_and_warm_up_are_built_from_the_config():
     cfg = compose(["trainer.label_smoothing=0.1", "scheduler.warmup_epochs=2", "trainer.epochs=6"])
-    optimization = build_optimization(cfg, LeNet(10, 1, 28), CPU)
+    optimization = build_optimization(cfg, LeNet(10, 1, 28), CPU, epochs=cfg.trainer.epochs)
     assert optimization.loss_fn.label_smoothing == 0.1
     lr = cfg.optimizer.lr
     rates = []

@@ -23,6 +23,7 @@ from convbench.run.checkpoint import Checkpointer, Settled, load_checkpoint
 from convbench.run.folder import RunFolder
 from convbench.run.ranks import Solo
 from convbench.run.signals import StopRequest
+from helpers.cli import tiny_mnist_overrides
 from helpers.inprocess import convbench
 
 SETTLED = Settled(
@@ -67,7 +68,9 @@ def from_config(model: nn.Module, *overrides: str) -> tuple[Optimization, Engine
             *overrides,
         ]
     )
-    return build_optimization(cfg, model, torch.device("cpu")), engine_options(cfg, SETTLED)
+    return build_optimization(
+        cfg, model, torch.device("cpu"), epochs=cfg.trainer.epochs
+    ), engine_options(cfg, SETTLED)
 
 
 def io(model, optimized: Optimization, folder) -> RunIO:
@@ -305,3 +308,44 @@ def test_nonfinite_skips_are_bounded(mnist_root, tmp_path):
     assert result.code == 4
     assert "more than trainer.nonfinite_skips=2" in result.stderr
     assert result.stdout.count("skipped") >= 2
+
+
+@pytest.mark.parametrize(("train_limit", "epochs"), [(128, 5), (320, 2)])
+def test_a_step_budget_trains_the_epochs_it_comes_to(mnist_root, tmp_path, train_limit, epochs):
+    """trainer.steps=10 at batch 64: 5 epochs of 2 steps on 128 images, 2 of 5 on 320; the
+    cosine schedule spans the epochs trained, and a resume reads them from the checkpoint."""
+    run_dir = tmp_path / "run"
+    result = convbench(
+        "train",
+        *tiny_mnist_overrides(mnist_root),
+        f"dataset.train_limit={train_limit}",
+        "trainer.steps=10",
+        "trainer.epochs=3",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.code == 0, result.stderr
+    assert f"trainer.steps=10: {epochs} epochs of {10 // epochs} steps" in result.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == len(metrics["history"]) == epochs
+    assert metrics["history"][-1]["step"] == 10
+    rates = [entry["lr"] for entry in metrics["history"]]
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == epochs, "one cosine"
+    assert json.loads((run_dir / "status.json").read_text())["epochs"] == epochs
+    saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert saved["settled"]["epochs"] == epochs
+
+
+def test_a_step_budget_the_warm_up_would_take_whole_is_refused(mnist_root, tmp_path):
+    result = convbench(
+        "train",
+        *tiny_mnist_overrides(mnist_root),
+        "dataset.train_limit=320",
+        "trainer.steps=5",
+        "scheduler.warmup_epochs=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.code == 2, result.stderr
+    assert "trainer.steps=5 comes to 1 epoch(s) of 5 steps" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -32,6 +32,7 @@ LR = "tune.params.optimizer.lr"
         ("tune.params.optimizer.momentum.low=0.0", "Nesterov momentum requires a momentum"),
         ("tune.storage=nosuchdb://x/y", "tune.storage=nosuchdb://x/y cannot be opened"),
         ("tune.storage=sqlite:////no/such/folder/s.db", "cannot be opened"),
+        ("trainer.steps=100", "trainer.steps=100 cannot budget a study's trials"),
     ],
 )
 def test_a_bad_search_is_refused_before_any_trial(tmp_path, monkeypatch, override, expected):

@@ -260,7 +260,10 @@ def figure_title(groups: list[Group]) -> str:
         limit = shared.get("dataset.train_limit")
         images = f", {int(limit):,} training images" if limit not in (None, "None") else ""
         parts.append(f"{shared['dataset.name']}{images}")
-    if "trainer.epochs" in shared:
+    steps = shared.get("trainer.steps")
+    if steps not in (None, "None"):
+        parts.append(f"{int(steps):,} steps")
+    elif "trainer.epochs" in shared:
         parts.append(f"{shared['trainer.epochs']} epochs")
     seeds = {run.seed for run in runs}
     parts.append(f"{len(runs)} runs over {len(seeds)} seed(s)")

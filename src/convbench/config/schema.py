@@ -213,6 +213,14 @@ class DatasetConfig:
 @dataclass
 class TrainerConfig:
     epochs: int = key("passes over the training split", low=1, high=100_000)
+    steps: Optional[int] = key(
+        "a budget of optimizer steps instead: the run trains ceil(steps / steps per epoch) "
+        "epochs, so training sets of any size get the same number of steps (to within one "
+        "epoch's), and trainer.epochs is not used; null: trainer.epochs",
+        None,
+        low=1,
+        high=100_000_000,
+    )
     batch_size: int = key(
         "images per step (the global batch: each of N processes takes batch_size / N)", low=1
     )

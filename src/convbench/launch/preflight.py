@@ -239,7 +239,8 @@ def _check_schedule(cfg) -> None:
     """Step the optimizer's schedule through the run's epochs (the first SCHEDULE_CHECKED) on a
     one-number parameter."""
     warmup, epochs = warmup_epochs(cfg.scheduler), int(cfg.trainer.epochs)
-    if warmup >= epochs:
+    # A trainer.steps budget comes to its epochs on the data (checked then: run.build.epochs_of).
+    if warmup >= epochs and cfg.trainer.steps is None:
         raise ConvbenchError(
             f"scheduler.warmup_epochs={warmup} leaves none of the trainer.epochs={epochs} epochs "
             "to the schedule after the warm-up. Give scheduler.warmup_epochs a value below "

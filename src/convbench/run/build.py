@@ -7,6 +7,7 @@ a config means the same thing everywhere. Nothing here changes the config: what 
 and the data's statistics go into the `Settled` record beside it.
 """
 
+import dataclasses
 import logging
 import math
 import random
@@ -255,15 +256,60 @@ def engine_options(cfg: DictConfig, settled: Settled) -> EngineOptions:
     )
 
 
-def build_optimization(cfg: DictConfig, model: nn.Module, device: torch.device) -> Optimization:
-    """Loss (with trainer.label_smoothing), optimizer, scheduler (after scheduler.warmup_epochs
-    of linear warm-up), the fp16 scaler, and the average of the weights (trainer.ema)."""
+def epochs_of(cfg: DictConfig, *, steps_per_epoch: int) -> int:
+    """The epochs a run trains: trainer.epochs, or as many as a trainer.steps budget needs at
+    `steps_per_epoch` (the last epoch whole: a budget is met to within one epoch's steps).
+    Refused when the scheduler's warm-up would take all of them."""
+    steps = cfg.trainer.steps
+    if steps is None:
+        return int(cfg.trainer.epochs)
+    epochs = math.ceil(steps / max(steps_per_epoch, 1))
+    warmup = warmup_epochs(cfg.scheduler)
+    if warmup >= epochs:
+        raise ConvbenchError(
+            f"trainer.steps={steps} comes to {epochs} epoch(s) of {steps_per_epoch} steps, which "
+            f"scheduler.warmup_epochs={warmup} would take whole. Give a larger budget or a "
+            "shorter warm-up."
+        )
+    log.info(
+        "trainer.steps=%s: %s epochs of %s steps (%s steps)",
+        f"{steps:,}",
+        f"{epochs:,}",
+        f"{steps_per_epoch:,}",
+        f"{epochs * steps_per_epoch:,}",
+    )
+    return epochs
+
+
+def schedule_node(cfg: DictConfig, epochs: int) -> DictConfig:
+    """The scheduler's config with its `${trainer.epochs}` read as the run's `epochs` (the
+    same node when they agree), from a config as composed (interpolations kept); the config
+    itself is left as Hydra composed it."""
+    if epochs == cfg.trainer.epochs:
+        return cfg.scheduler
+    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    copy.trainer.epochs = epochs
+    return copy.scheduler
+
+
+def build_optimization(
+    cfg: DictConfig,
+    model: nn.Module,
+    device: torch.device,
+    *,
+    epochs: int,
+    composed: DictConfig | None = None,
+) -> Optimization:
+    """Loss (with trainer.label_smoothing), optimizer, scheduler over `epochs` (after
+    scheduler.warmup_epochs of linear warm-up; its node read from `composed`, the config as
+    Hydra composed it, where given: see `schedule_node`), the fp16 scaler, and the average of
+    the weights (trainer.ema)."""
     trainer = cfg.trainer
     optimizer = build("optimizer", cfg.optimizer, params=model.parameters())
     return Optimization(
         loss_fn=nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing),
         optimizer=optimizer,
-        scheduler=build_scheduler(cfg.scheduler, optimizer),
+        scheduler=build_scheduler(schedule_node(composed or cfg, epochs), optimizer),
         scaler=torch.amp.GradScaler(device.type, enabled=trainer.precision == "fp16"),
         ema=_averaged(model, trainer.ema),
     )
@@ -310,6 +356,7 @@ HPARAM_KEYS = (
     "optimizer.lr",
     "optimizer.weight_decay",
     "trainer.epochs",
+    "trainer.steps",
     "trainer.batch_size",
     "trainer.label_smoothing",
     "trainer.ema",
@@ -397,13 +444,16 @@ def build_run(
     *,
     started: Settled | None = None,
     purge_step: int | None = None,
+    composed: DictConfig | None = None,
 ) -> Run:
     """Data, model, optimization objects, writer and checkpointer for `cfg`, for this process
     (rank 0 alone writes the run folder in a distributed run, see convbench.run.ranks).
 
     `started`: on resume, what the run's start settled (`Settled`): used as it was, and its
     data fingerprint must match the data found now. `purge_step`: on resume, TensorBoard hides
-    events a killed process wrote after last.pt.
+    events a killed process wrote after last.pt. `composed`: a new run's config as Hydra
+    composed it, interpolations and all, whose scheduler is built over the epochs a
+    trainer.steps budget comes to (a resumed run restores its scheduler from last.pt).
     """
     trainer, here = cfg.trainer, place()
     group = collective(here)
@@ -420,11 +470,15 @@ def build_run(
     model = build_model(cfg, device, settled.channels_last)
     if trainer.sync_bn and here.is_distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimization = build_optimization(cfg, model, device)
+    batches = make_batches(cfg, splits, device=device, settled=settled, here=here)
+    if settled.epochs is None:
+        epochs = epochs_of(cfg, steps_per_epoch=len(batches["train"]))
+        settled = dataclasses.replace(settled, epochs=epochs)
+    optimization = build_optimization(cfg, model, device, epochs=settled.epochs, composed=composed)
     writer = EventLog(folder.path, purge_step=purge_step) if here.is_main else SilentLog()
     checkpointer = Checkpointer(
         folder,
-        epochs=trainer.epochs,
+        epochs=settled.epochs,
         config=OmegaConf.to_container(cfg, resolve=True),
         settled=settled,
         model=model,
@@ -456,7 +510,7 @@ def build_run(
         folder=folder,
         device=device,
         settled=settled,
-        batches=make_batches(cfg, splits, device=device, settled=settled, here=here),
+        batches=batches,
         model=model,
         optimization=optimization,
         options=engine_options(cfg, settled),

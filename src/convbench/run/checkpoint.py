@@ -111,7 +111,10 @@ class Settled:
     - `mean` and `std`: the per-channel statistics the images are normalized with (the
       dataset config's, or the training split's);
     - `fingerprint`: a hash of each split's content, so a resume can tell whether its data is
-      the data the run started on.
+      the data the run started on;
+    - `epochs`: the epochs the run trains: trainer.epochs, or what a trainer.steps budget came
+      to on its training split (None in checkpoints written before it was recorded: read as
+      trainer.epochs).
     """
 
     precision: str  # fp32 | bf16 | fp16
@@ -120,6 +123,7 @@ class Settled:
     std: list[float]
     fingerprint: dict[str, str]
     reasons: dict[str, str]
+    epochs: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,6 +139,9 @@ class Settled:
                 and isinstance(settled.channels_last, bool)
                 and all(isinstance(v, float | int) for v in [*settled.mean, *settled.std])
                 and isinstance(settled.fingerprint, dict)
+                and (
+                    settled.epochs is None or (type(settled.epochs) is int and settled.epochs >= 1)
+                )
             )
         except TypeError:
             valid = False

@@ -61,12 +61,12 @@ def train(cfg: DictConfig, folder: RunFolder) -> dict:
 
     The process holds the run folder's lock (RunFolder.lock) throughout.
     """
-    cfg = plain_config(cfg)
+    composed, cfg = cfg, plain_config(cfg)
     with _lock(folder):
         _status(folder, "running", epochs=cfg.trainer.epochs)
         try:
             with StopRequest(at_once=True):  # decoding a dataset can take minutes
-                run = build_run(cfg, folder)
+                run = build_run(cfg, folder, composed=composed)
                 if cfg.trainer.init_from:
                     init_weights_from(run, cfg.trainer.init_from)
         except RunInterrupted as stop:
@@ -165,7 +165,7 @@ def check_belongs_to_run(folder: RunFolder, payload: dict) -> None:
 def execute(run: Run, state: TrainState) -> dict:
     """Fit from `state`, then test; keeps status.json true whatever happens."""
     started = time.perf_counter() - sum(e["train_seconds"] for e in state.history)
-    epochs, main = run.cfg.trainer.epochs, run.group.place.is_main
+    epochs, main = run.settled.epochs, run.group.place.is_main
     _status(run.folder, "running", state=state, epochs=epochs)
     if state.step == 0 and run.cfg.trainer.log_graph:
         log_graph(run.writer, run.model, run.batches["train"])
@@ -264,7 +264,7 @@ def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
     settings = hparams(run.cfg, run.settled, name=name, typed=typed_keys(run.folder, swept))
     run.writer.add_hparams(settings, final, lead=[*swept, "seed", "model"])
     run.writer.close()
-    run.folder.write_status("finished", state=state, epochs=run.cfg.trainer.epochs)
+    run.folder.write_status("finished", state=state, epochs=run.settled.epochs)
     short = result_line(metrics, run.folder, short=True)
     log.info("%s", result_line(metrics, run.folder), extra={"short": short})
     return metrics

@@ -114,6 +114,12 @@ def new_record(cfg, *, option: str, overrides: list[str], config_dirs: list[str]
     tune = cfg.tune
     if tune.sampler == "grid":
         space.grid(params)  # refuses a continuous range
+    if cfg.trainer.steps is not None:
+        raise ConvbenchError(
+            f"trainer.steps={cfg.trainer.steps} cannot budget a study's trials: the pruner "
+            "compares trials epoch by epoch, so each trial's budget is trainer.epochs. Give "
+            "trainer.epochs instead (and trainer.steps=null)."
+        )
     return StudyRecord(
         name=tune.study_name or option,
         option=option,
