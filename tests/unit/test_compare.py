@@ -226,3 +226,18 @@ def test_measures_chooses_the_columns(sweep, tmp_path):
     unknown = convbench("compare", str(sweep), "--measures", "speed", cwd=tmp_path)
     assert unknown.code == 2 and "no such column" in unknown.stderr
     assert "shift=2" in unknown.stderr, "the message lists the columns there are"
+
+
+def test_a_figure_says_the_step_budget_its_runs_share_or_their_epochs(tmp_path):
+    from convbench.analysis.compare import Group, RunRecord
+    from convbench.analysis.report import figure_title
+
+    def group(**settings):
+        base = {"dataset.name": "fashionmnist", "trainer.epochs": "15", "seed": "0"}
+        record = RunRecord(tmp_path, base | settings, "finished", None, {}, {})
+        return Group(settings=base | settings, runs=[record])
+
+    by_steps = [group(**{"trainer.steps": "2000", "model": m}) for m in ("mlp", "lenet")]
+    assert "2,000 steps" in figure_title(by_steps) and "epochs" not in figure_title(by_steps)
+    by_epochs = [group(**{"trainer.steps": "None", "model": m}) for m in ("mlp", "lenet")]
+    assert "15 epochs" in figure_title(by_epochs) and "steps" not in figure_title(by_epochs)
