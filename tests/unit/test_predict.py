@@ -164,3 +164,42 @@ def test_bad_runs_and_inputs_are_one_paragraph(grey_run, tmp_path):
         assert result.code == 2, (args, result)
         assert expected in result.stderr, (args, result.stderr)
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+class CountingProgress:
+    def __init__(self):
+        self.started, self.advanced, self.stopped = None, [], False
+
+    def start(self, label, total):
+        self.started = (label, total)
+
+    def advance(self, images):
+        self.advanced.append(images)
+
+    def stop(self):
+        self.stopped = True
+
+
+def test_many_images_go_a_batch_at_a_time_with_the_same_answers(grey_run, tmp_path):
+    """Files are decoded and classified eval_batch_size at a time; the answers do not depend
+    on the batch, a bad file in a later batch is still named, and the bar counts every file."""
+    from convbench.commands.eval import user_trust
+    from convbench.infer.predict import load, predict
+
+    run_dir, root = grey_run
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(next(root.rglob("*.png")).read_bytes())
+    truncate(bad)
+    files = [*sorted(root.rglob("*.png"))[:20], bad]
+    predictor = load(run_dir, which="best", device_name="cpu", trust=user_trust([]))
+    whole = predict(predictor, files, top_k=2, skip_bad=True)
+    predictor.cfg.trainer.eval_batch_size = 6
+    progress = CountingProgress()
+    batched = predict(predictor, files, top_k=2, skip_bad=True, progress=progress)
+    assert [row["image"] for row in batched.rows] == [str(f) for f in files[:20]]
+    for one, other in zip(whole.rows, batched.rows, strict=True):
+        assert [c for c, _ in one["top"]] == [c for c, _ in other["top"]]
+        assert [p for _, p in one["top"]] == pytest.approx([p for _, p in other["top"]], abs=1e-5)
+    assert len(batched.skipped) == 1 and "bad.png" in batched.skipped[0]
+    assert progress.started == ("predicting", 21) and progress.advanced == [6, 6, 6, 3]
+    assert progress.stopped

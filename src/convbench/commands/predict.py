@@ -50,13 +50,15 @@ def predict(
     recorded). Prints each image's top classes with their probabilities."""
     from convbench.infer.predict import image_files, load
     from convbench.infer.predict import predict as classify
-    from convbench.monitor.console import log_to_console
+    from convbench.monitor.console import log_to_console, make_progress
 
     trust = user_trust(config_dirs)
     files = image_files(inputs)
     with log_to_console():
         predictor = load(run_dir, which=checkpoint, device_name=device, trust=trust)
-        found = classify(predictor, files, top_k=top_k, skip_bad=skip_bad_images)
+        found = classify(
+            predictor, files, top_k=top_k, skip_bad=skip_bad_images, progress=make_progress()
+        )
     text = render(found.rows, output_format)
     if output is None:
         typer.echo(text, nl=False)

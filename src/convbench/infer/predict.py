@@ -22,6 +22,7 @@ from convbench.config.trust import Trust
 from convbench.data.batches import Split
 from convbench.data.folder import SUFFIXES, decode_or_problem
 from convbench.errors import CheckpointError, ConvbenchError, DatasetError
+from convbench.monitor.console import NoProgress
 from convbench.run.build import AUTOCAST_DTYPES, build_model, eval_batches, resolve_device
 from convbench.run.checkpoint import Settled
 from convbench.run.folder import RunFolder
@@ -117,12 +118,35 @@ def image_files(inputs: list[str], stdin=None) -> list[Path]:
     return found
 
 
-def predict(predictor: Predictor, files: list[Path], *, top_k: int, skip_bad: bool) -> Predictions:
+def predict(
+    predictor: Predictor, files: list[Path], *, top_k: int, skip_bad: bool, progress=None
+) -> Predictions:
     """Every file's `top_k` classes with their probabilities, in the order given. A file that
-    cannot be decoded is refused as `train` refuses it, or with `skip_bad` left out and named."""
+    cannot be decoded is refused as `train` refuses it, or with `skip_bad` left out and named.
+
+    Files are decoded and classified a batch (trainer.eval_batch_size) at a time, so memory
+    holds one batch of images whatever the number of files; `progress` (a console bar, see
+    convbench.monitor.console) advances by each batch's files."""
+    progress = progress or NoProgress()
+    size = max(int(predictor.cfg.trainer.eval_batch_size), 1)
+    result = Predictions()
+    progress.start("predicting", len(files))
+    try:
+        for first in range(0, len(files), size):
+            chunk = files[first : first + size]
+            _classify(predictor, chunk, result, top_k=top_k, skip_bad=skip_bad)
+            progress.advance(len(chunk))
+    finally:
+        progress.stop()
+    return result
+
+
+def _classify(
+    predictor: Predictor, files: list[Path], result: Predictions, *, top_k: int, skip_bad: bool
+) -> None:
+    """Decode `files`, classify those that decode, and add their rows to `result`."""
     data = predictor.cfg.dataset
     channels, side = int(data.in_channels), int(data.native_size)
-    result = Predictions()
     images, kept = [], []
     for path in files:
         tensor, problem = decode_or_problem(path, side, channels)
@@ -139,7 +163,7 @@ def predict(predictor: Predictor, files: list[Path], *, top_k: int, skip_bad: bo
         images.append(tensor)
         kept.append(path)
     if not images:
-        return result
+        return
     split = Split(torch.stack(images), torch.zeros(len(images), dtype=torch.long))
     batches = eval_batches(predictor.cfg, split, device=predictor.device, settled=predictor.settled)
     dtype = AUTOCAST_DTYPES[predictor.settled.precision]
@@ -158,7 +182,6 @@ def predict(predictor: Predictor, files: list[Path], *, top_k: int, skip_bad: bo
             for v, i in zip(row_values, row_indices, strict=True)
         ]
         result.rows.append({"image": str(path), "top": top})
-    return result
 
 
 def _converted(path: Path, channels: int) -> int:

@@ -61,6 +61,9 @@ class NoProgress:
     def start_epoch(self, epoch: int, epochs: int, total: int) -> None:
         pass
 
+    def start(self, label: str, total: int) -> None:
+        pass
+
     def advance(self, images: int) -> None:
         pass
 
@@ -103,12 +106,18 @@ class BarProgress:
         self._epoch_started = self._started
 
     def start_epoch(self, epoch: int, epochs: int, total: int) -> None:
+        self.start(f"epoch {epoch}/{epochs}", total, part="epoch ")
+
+    def start(self, label: str, total: int, *, part: str = "") -> None:
+        """A new bar of `total` items (images) under `label`; its time left is that of `part`
+        ("epoch ": the epoch's, beside the whole run's)."""
+        self._part = part
         if self._task is None:
             self._progress.start()
         else:
             self._progress.remove_task(self._task)
         self._epoch_started = time.monotonic()
-        self._label = f"epoch {epoch}/{epochs}"
+        self._label = label
         self._task = self._progress.add_task(
             self._label, total=total, metrics="", speed="", times=""
         )
@@ -118,7 +127,7 @@ class BarProgress:
         task = self._progress.tasks[-1]
         now = time.monotonic()
         left = task.time_remaining
-        parts = [f"epoch {_clock(left)} left" if left is not None else ""]
+        parts = [f"{self._part}{_clock(left)} left" if left is not None else ""]
         if self._run_left is not None:
             run_left = self._run_left - (now - self._epoch_started)
             parts.append(f"run ~{_clock(run_left)} left")
