@@ -12,18 +12,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from convbench.config.trust import Trust
 from convbench.data.batches import Split
 from convbench.data.loader import load_splits
-from convbench.errors import CheckpointError, ConvbenchError
+from convbench.errors import ConvbenchError
 from convbench.files import write_failed
 from convbench.monitor.pictures import conv_layers, save_feature_maps
-from convbench.run.build import build_model, eval_batches, resolve_device
-from convbench.run.checkpoint import Settled
+from convbench.run.build import eval_batches
 from convbench.run.folder import RunFolder
-from convbench.run.lifecycle import read_checkpoint
+from convbench.run.lifecycle import load_trained
 from convbench.run.robustness import perturbed, robustness, score
 
 log = logging.getLogger("convbench")
@@ -48,24 +45,11 @@ class Loaded:
 
 def load(run_dir: Path, *, which: str, device_name: str, trust: Trust) -> Loaded:
     """Checkpoint `which` ("best" or "last") of the run in `run_dir`, checked (convbench.trust,
-    and against the run's .hydra/config.yaml) before its model is built."""
-
+    and against the run's .hydra/config.yaml) before its model is built, and the test split
+    as it is now."""
     folder = RunFolder(run_dir)
-    payload = read_checkpoint(folder, which, trust)
-    path = folder.checkpoint(which)
-    cfg = OmegaConf.create(payload["config"])
-    settled = Settled.from_dict(payload.get("settled"), path)
-    device = _device(device_name)
-    model = build_model(cfg, device, settled.channels_last)
-    try:
-        model.load_state_dict(payload["model"])
-    except (KeyError, RuntimeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: its weights do not fit the model its own config builds ({first_line}). "
-            "Was the model's code changed since the run? Evaluate with the code it was trained "
-            "with."
-        ) from None
+    trained = load_trained(folder, which, trust, device_name=device_name)
+    cfg, settled = trained.cfg, trained.settled
     splits = load_splits(cfg.dataset)
     if splits.fingerprint["test"] != settled.fingerprint.get("test"):
         log.warning(
@@ -73,19 +57,17 @@ def load(run_dir: Path, *, which: str, device_name: str, trust: Trust) -> Loaded
             "the numbers below are for the data as it is now",
             cfg.dataset.root or cfg.dataset.name,
         )
-    name = folder.model_name(payload["config"].get("model"))
-    return Loaded(path, payload, cfg, settled, model, device, splits.test, name)
-
-
-def _device(name: str):
-
-    try:
-        return resolve_device(name)
-    except ConvbenchError:
-        raise ConvbenchError(
-            f"--device {name}: this machine has no {name} device that torch can use. "
-            "Use --device auto (the best available) or --device cpu."
-        ) from None
+    name = folder.model_name(trained.payload["config"].get("model"))
+    return Loaded(
+        trained.path,
+        trained.payload,
+        cfg,
+        settled,
+        trained.model,
+        trained.device,
+        splits.test,
+        name,
+    )
 
 
 def _headline(loaded: Loaded, images: int) -> dict:

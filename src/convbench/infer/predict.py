@@ -15,18 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
 from convbench.config.trust import Trust
 from convbench.data.batches import Split
 from convbench.data.folder import SUFFIXES, decode_or_problem
-from convbench.errors import CheckpointError, ConvbenchError, DatasetError
+from convbench.errors import ConvbenchError, DatasetError
 from convbench.monitor.console import NoProgress
-from convbench.run.build import AUTOCAST_DTYPES, build_model, eval_batches, resolve_device
+from convbench.run.build import AUTOCAST_DTYPES, eval_batches
 from convbench.run.checkpoint import Settled
 from convbench.run.folder import RunFolder
-from convbench.run.lifecycle import read_checkpoint
+from convbench.run.lifecycle import load_trained
 
 log = logging.getLogger("convbench")
 
@@ -57,36 +56,11 @@ class Predictions:
 def load(run_dir: Path, *, which: str, device_name: str, trust: Trust) -> Predictor:
     """The run's model from checkpoint `which`, checked as `eval` checks it, on `device_name`
     (`run`: the device the run trained on, when this machine has it; else the best here)."""
-    folder = RunFolder(run_dir)
-    payload = read_checkpoint(folder, which, trust)
-    path = folder.checkpoint(which)
-    cfg = OmegaConf.create(payload["config"])
-    settled = Settled.from_dict(payload.get("settled"), path)
-    if device_name == "run":
-        device_name = str(cfg.trainer.device)
-        try:
-            device = resolve_device(device_name)
-        except ConvbenchError:
-            device = resolve_device("auto")
-    else:
-        try:
-            device = resolve_device(device_name)
-        except ConvbenchError:
-            raise ConvbenchError(
-                f"--device {device_name}: this machine has no {device_name} device that torch "
-                "can use. Use --device auto (the best available) or --device cpu."
-            ) from None
-    model = build_model(cfg, device, settled.channels_last)
-    try:
-        model.load_state_dict(payload["model"])
-    except (KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: its weights do not fit the model its own config builds ({first})."
-        ) from None
-    model.eval()
-    classes = [str(name) for name in cfg.dataset.classes]
-    return Predictor(cfg, settled, model, device, classes, path)
+    trained = load_trained(RunFolder(run_dir), which, trust, device_name=device_name)
+    classes = [str(name) for name in trained.cfg.dataset.classes]
+    return Predictor(
+        trained.cfg, trained.settled, trained.model, trained.device, classes, trained.path
+    )
 
 
 def image_files(inputs: list[str], stdin=None) -> list[Path]:

@@ -11,8 +11,10 @@ import contextlib
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -23,12 +25,26 @@ from convbench.config import schema
 from convbench.config.compose import user_error_inside
 from convbench.config.trust import Trust, check_config
 from convbench.engine import RunIO, TrainState, duration, evaluate, fit
-from convbench.errors import CheckpointError, Diverged, RunInterrupted, TrialPruned, WriteFailed
+from convbench.errors import (
+    CheckpointError,
+    ConvbenchError,
+    Diverged,
+    RunInterrupted,
+    TrialPruned,
+    WriteFailed,
+)
 from convbench.files import remove_leftovers, write_failed
 from convbench.monitor.console import make_progress, status
 from convbench.monitor.pictures import log_confusion, log_graph
 from convbench.run import robustness
-from convbench.run.build import Run, build_run, hparams, plain_config
+from convbench.run.build import (
+    Run,
+    build_model,
+    build_run,
+    hparams,
+    plain_config,
+    resolve_device,
+)
 from convbench.run.checkpoint import Settled, identity_differences, load_checkpoint
 from convbench.run.folder import RunFolder, shown_path
 from convbench.run.pruning import flat_params, trial_reporter
@@ -104,6 +120,58 @@ def read_checkpoint(folder: RunFolder, which: str, trust: Trust) -> dict:
     check_config(payload.get("config"), trust, str(path))
     check_belongs_to_run(folder, payload)
     return payload
+
+
+@dataclass
+class Trained:
+    """A run's trained model, read back from one of its checkpoints: what `eval`, `predict`
+    and `export` start from."""
+
+    path: Path  # the checkpoint
+    payload: dict
+    cfg: DictConfig
+    settled: Settled
+    model: torch.nn.Module  # with the checkpoint's weights, in eval mode
+    device: torch.device
+
+
+def device_named(name: str, *, run_device: str) -> torch.device:
+    """`--device NAME` of the commands that read a run: `run` is the device the run trained on
+    (`run_device`) when this machine has it, else the best one here; any other name must be
+    here."""
+    if name == "run":
+        try:
+            return resolve_device(run_device)
+        except ConvbenchError:
+            return resolve_device("auto")
+    try:
+        return resolve_device(name)
+    except ConvbenchError:
+        raise ConvbenchError(
+            f"--device {name}: this machine has no {name} device that torch can use. Use "
+            "--device auto (the best available) or --device cpu."
+        ) from None
+
+
+def load_trained(folder: RunFolder, which: str, trust: Trust, *, device_name: str) -> Trained:
+    """The model of checkpoint `which` ("best" or "last"), checked as `read_checkpoint` checks
+    it before anything is built, with its weights, on `device_named(device_name)`."""
+    payload = read_checkpoint(folder, which, trust)
+    path = folder.checkpoint(which)
+    cfg = OmegaConf.create(payload["config"])
+    settled = Settled.from_dict(payload.get("settled"), path)
+    device = device_named(device_name, run_device=str(cfg.trainer.device))
+    model = build_model(cfg, device, settled.channels_last)
+    try:
+        model.load_state_dict(payload["model"])
+    except (KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model its own config builds ({first}). Was "
+            "the model's code changed since the run? Use the code it was trained with."
+        ) from None
+    model.eval()
+    return Trained(path, payload, cfg, settled, model, device)
 
 
 def resume(folder: RunFolder, trust: Trust) -> dict:
