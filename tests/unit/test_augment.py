@@ -99,5 +99,5 @@ def test_training_batches_carry_the_confounders_and_can_be_rebuilt():
 
 def test_evaluation_batches_are_never_augmented():
     evaluation = batches(None, shuffle=False)
-    assert not evaluation.augmentation
+    assert not evaluation.augmentation and not evaluation.augmenting
     assert all(torch.allclose(x, torch.full_like(x, 200 / 255)) for x, _ in evaluation.epoch(0))

@@ -132,6 +132,7 @@ class SeededBatches:
         self.image_size = image_size
         self.shuffle = shuffle
         self.augmentation = Augmentation.of(augment)
+        self.augmenting = bool(self.augmentation)  # read every batch
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.seed = seed
         std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
@@ -178,7 +179,7 @@ class SeededBatches:
 
     def _prepare(self, images: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
         """Batch `index` of `epoch` as the model sees it, from its uint8 images on the device."""
-        if self.augmentation:
+        if self.augmenting:
             # Each rank its own draws (a single process keeps the (epoch, batch) key).
             key = (epoch, index) if self.world_size == 1 else (epoch, index, self.rank)
             images = self.augmentation(images, self._generator(*key))
