@@ -241,3 +241,25 @@ def test_a_figure_says_the_step_budget_its_runs_share_or_their_epochs(tmp_path):
     assert "2,000 steps" in figure_title(by_steps) and "epochs" not in figure_title(by_steps)
     by_epochs = [group(**{"trainer.steps": "None", "model": m}) for m in ("mlp", "lenet")]
     assert "15 epochs" in figure_title(by_epochs) and "steps" not in figure_title(by_epochs)
+
+
+def test_the_legend_names_settings_short_and_every_group_apart(tmp_path):
+    from convbench.analysis.compare import Group
+    from convbench.analysis.report import group_styles, legend_columns, legend_label
+
+    groups = [
+        Group(settings={"model": model, "dataset.augment.occlude": occlude, "seed": "0"})
+        for model in ("mlp", "lenet", "resnet")
+        for occlude in ("0", "16")
+    ]
+    keys = ["dataset.augment.occlude", "model"]
+    assert legend_label(groups[1], keys) == "occlude=16 model=mlp"
+    clash = Group(settings={"a.size": "1", "b.size": "2"})
+    assert legend_label(clash, ["a.size", "b.size"]) == "a.size=1 b.size=2", "ambiguous: whole"
+    styles = group_styles(groups)
+    looks = {(s["color"], s["linestyle"], s["marker"]) for s in styles}
+    assert len(looks) == 6, "every group drawn its own way"
+    assert {s["marker"] for s in styles[0::2]} != {s["marker"] for s in styles[1::2]}, (
+        "points without lines still tell the trainings apart"
+    )
+    assert legend_columns(["x=1"] * 6, 6) == 3 and legend_columns(["y" * 95] * 6, 6) == 1

@@ -18,8 +18,11 @@ gap is not magnified into a large one; an axis of epochs shows whole epochs only
 
 Every panel draws a group in the same style, and one legend below the panels names them: with
 one swept key a colour per group; with several, a colour per value of the key with the most
-values (e.g. model) and a line style per combination of the others (e.g. augmentation), so twelve
-groups stay tellable apart where a colour cycle would repeat.
+values (e.g. model) and a line style and marker per combination of the others (e.g.
+augmentation), so twelve groups stay tellable apart where a colour cycle would repeat, on the
+curves and on the pictures' points alike. The legend names a setting by the last part of its key
+where that is unambiguous (`occlude=16` for dataset.augment.occlude) and takes as many columns
+as its longest name leaves room for.
 """
 
 import base64
@@ -36,6 +39,15 @@ from convbench.run.folder import RunFolder
 
 HISTORY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
 LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D")
+# The swept keys of the shipped experiments, in words with units, for the pictures' x axes.
+AXIS_NAMES = {
+    "dataset.train_limit": "training images",
+    "model.depth": "depth (layers)",
+    "dataset.augment.crop_padding": "random shift in training (pixels)",
+    "trainer.batch_size": "batch size (images)",
+    "optimizer.lr": "learning rate",
+}
 
 
 def group_styles(groups: list[Group]) -> list[dict]:
@@ -59,9 +71,35 @@ def group_styles(groups: list[Group]) -> list[dict]:
     for group in groups:
         colour = colour_of.index(group.settings.get(colour_key, "-")) if colour_key else 0
         combination = tuple(group.settings.get(key, "-") for key in others)
-        style = combinations.index(combination) % len(LINE_STYLES)
-        styles.append({"color": palette(colour % palette.N), "linestyle": LINE_STYLES[style]})
+        style = combinations.index(combination)
+        styles.append(
+            {
+                "color": palette(colour % palette.N),
+                "linestyle": LINE_STYLES[style % len(LINE_STYLES)],
+                "marker": MARKERS[style % len(MARKERS)],
+            }
+        )
     return styles
+
+
+def legend_label(group: Group, keys: list[str]) -> str:
+    """The group as the legend names it: each differing key by the last part of its name where
+    no other differing key ends the same (`occlude=16`), else whole."""
+    ends = [key.rsplit(".", 1)[-1] for key in keys]
+    parts = []
+    for key, end in zip(keys, ends, strict=True):
+        name = end if ends.count(end) == 1 else key
+        if key == "model.depth" and "model" in keys:
+            continue  # shown with the model: resnet-56
+        parts.append(f"{name}={shown(group, key)}")
+    return " ".join(parts) or "all runs"
+
+
+def legend_columns(labels: list[str], groups: int) -> int:
+    """As many columns (up to three) as the longest label leaves room for in 900 pixels."""
+    longest = max((len(label) for label in labels), default=1)
+    room = int(FIGURE_WIDTH_IN * DPI // (longest * 6.5 + 45))
+    return max(1, min(3, groups, room))
 
 
 FIGURE_WIDTH_IN, DPI = 9.0, 100  # 900 pixels wide: the width of a README or a report page
@@ -114,8 +152,8 @@ def learning_curves(axes, groups: list[Group], metric: str) -> None:
         epochs = sorted(per_epoch)
         epochs_seen.update(epochs)
         means, stds = zip(*(_spread(per_epoch[e]) for e in epochs), strict=True)
-        label = group.label(keys)
-        line = axes.plot(epochs, means, marker="o", markersize=3, label=label, **style)[0]
+        label = legend_label(group, keys)
+        line = axes.plot(epochs, means, markersize=3, label=label, **style)[0]
         lows = [m - s for m, s in zip(means, stds, strict=True)]
         highs = [m + s for m, s in zip(means, stds, strict=True)]
         axes.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.15)
@@ -138,11 +176,11 @@ def _points(axes, xs, values_per_x, *, label: str, **style) -> None:
         xs,
         means,
         yerr=stds,
-        fmt="o",
+        fmt=style.get("marker", "o"),
         capsize=3,
         label=label,
         color=style.get("color"),
-        markersize=4,
+        markersize=5,
     )
 
 
@@ -164,7 +202,8 @@ def robustness_picture(axes, groups: list[Group], kind: str) -> None:
         amounts = sorted(per_amount, key=natural_key)
         if amounts:
             xs = [float(a) for a in amounts]
-            _points(axes, xs, [per_amount[a] for a in amounts], label=group.label(keys), **style)
+            label = legend_label(group, keys)
+            _points(axes, xs, [per_amount[a] for a in amounts], label=label, **style)
     axes.set(xlabel=UNITS.get(kind, kind), ylabel="test accuracy", title=f"under {kind}")
     honest_accuracy_axis(axes)
     axes.grid(alpha=0.3)
@@ -172,19 +211,22 @@ def robustness_picture(axes, groups: list[Group], kind: str) -> None:
 
 def sweep_picture(axes, groups: list[Group], *, x: str, series: str | None, log_x: bool) -> None:
     lines: dict[str, dict[float, list[float]]] = {}
-    for group in groups:
+    styles: dict[str, dict] = {}  # a series in the colour of its first group (the legend's)
+    for group, style in zip(groups, group_styles(groups), strict=True):
         test = group.spread("test_acc")
         value = group.settings.get(x)
         if test is None or value is None or natural_key(value)[0] != 0:
             continue
         name = f"{series}={group.settings.get(series, '-')}" if series else "runs"
         lines.setdefault(name, {}).setdefault(float(value), []).extend(test.values)
+        styles.setdefault(name, style)
     for name in sorted(lines):
         xs = sorted(lines[name])
-        _points(axes, xs, [lines[name][v] for v in xs], label=name)
+        _points(axes, xs, [lines[name][v] for v in xs], label=name, **styles[name])
     if log_x:
         axes.set_xscale("log")
-    axes.set(xlabel=x, ylabel="test accuracy", title=f"test accuracy against {x}")
+    words = AXIS_NAMES.get(x, x)
+    axes.set(xlabel=words, ylabel="test accuracy", title=f"test accuracy against {words}")
     honest_accuracy_axis(axes)
     axes.grid(alpha=0.3)
 
@@ -227,7 +269,8 @@ def draw(groups: list[Group], metric: str, *, report: dict | None, title: str = 
     experiment's own picture, under one title and one legend."""
     panels = picture_panels(report)
     loss = metric.replace("acc", "loss") if metric.endswith("acc") else "val_acc"
-    columns = min(len(groups), 3)
+    keys = differing_keys(groups)
+    columns = legend_columns([legend_label(group, keys) for group in groups], len(groups))
     figure, axes = _figure(2 + len(panels), -(-len(groups) // max(columns, 1)), title)
     learning_curves(axes[0], groups, metric)
     learning_curves(axes[1], groups, loss)
