@@ -263,3 +263,30 @@ def test_the_legend_names_settings_short_and_every_group_apart(tmp_path):
         "points without lines still tell the trainings apart"
     )
     assert legend_columns(["x=1"] * 6, 6) == 3 and legend_columns(["y" * 95] * 6, 6) == 1
+
+
+def test_curves_of_runs_on_a_step_budget_line_up_on_the_step(tmp_path):
+    from matplotlib.figure import Figure
+
+    from convbench.analysis.compare import Group, RunRecord
+    from convbench.analysis.report import group_styles, learning_curves
+
+    def group(limit: str, steps: str, epochs: int, per_epoch: int):
+        settings = {"dataset.train_limit": limit, "trainer.steps": steps, "seed": "0"}
+        history = [
+            {"epoch": e, "step": e * per_epoch, "val_acc": 0.5} for e in range(1, epochs + 1)
+        ]
+        run = RunRecord(tmp_path, settings, "finished", None, {"history": history}, {})
+        return Group(settings=settings, runs=[run])
+
+    on_budget = [group("300", "2000", 400, 5), group("55000", "2000", 3, 860)]
+    axes = Figure().add_subplot()
+    learning_curves(axes, on_budget, "val_acc", styles=group_styles(on_budget))
+    ends = sorted(line.get_xdata()[-1] for line in axes.get_lines())
+    assert ends == [2000, 2580] and axes.get_xlabel() == "optimizer step"
+    assert axes.get_lines()[0].get_marker() in (None, "None", ""), "400 points: no markers"
+    by_epoch = [group("300", "None", 4, 5), group("55000", "None", 4, 860)]
+    axes = Figure().add_subplot()
+    learning_curves(axes, by_epoch, "val_acc", styles=group_styles(by_epoch))
+    assert [line.get_xdata()[-1] for line in axes.get_lines()] == [4, 4]
+    assert axes.get_xlabel() == "epoch"

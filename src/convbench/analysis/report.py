@@ -39,7 +39,7 @@ from convbench.run.folder import RunFolder
 
 HISTORY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
 LINE_STYLES = ("-", "--", ":", "-.")
-MARKERS = ("o", "s", "^", "D")
+MARKERS = ("o", "s", "^", "D", "v", "P")
 # The swept keys of the shipped experiments, in words with units, for the pictures' x axes.
 AXIS_NAMES = {
     "dataset.train_limit": "training images",
@@ -50,8 +50,9 @@ AXIS_NAMES = {
 }
 
 
-def group_styles(groups: list[Group]) -> list[dict]:
-    """matplotlib's color and linestyle for each group (module docstring)."""
+def group_styles(groups: list[Group], colour_key: str | None = None) -> list[dict]:
+    """matplotlib's color, linestyle and marker for each group (module docstring); a colour
+    per value of `colour_key` when it differs between the groups (a sweep picture's series)."""
     from matplotlib import colormaps
 
     keys = differing_keys(groups)
@@ -59,7 +60,8 @@ def group_styles(groups: list[Group]) -> list[dict]:
     def values(key: str) -> list[str]:
         return sorted({group.settings.get(key, "-") for group in groups}, key=natural_key)
 
-    colour_key = max(keys, key=lambda key: len(values(key))) if keys else None
+    if colour_key not in keys:
+        colour_key = max(keys, key=lambda key: len(values(key))) if keys else None
     others = [key for key in keys if key != colour_key]
     colour_of = values(colour_key) if colour_key else ["-"]
     combinations = sorted(
@@ -136,33 +138,54 @@ def honest_accuracy_axis(axes) -> None:
         axes.set_ylim(low, low + MIN_ACCURACY_SPAN)
 
 
-def learning_curves(axes, groups: list[Group], metric: str) -> None:
-    """`metric` of metrics.json's per-epoch history against the epoch: the mean over each
-    group's runs, a point per epoch, and a band of one standard deviation either side."""
+def on_step_budget(groups: list[Group]) -> bool:
+    """Whether the runs trained on a trainer.steps budget: their epochs then differ with the
+    size of the data, and their curves line up on the optimizer step instead."""
+    return any(
+        group.settings.get("trainer.steps") not in (None, "None", "null") for group in groups
+    )
+
+
+MARKED_POINTS = 30  # a curve of more points than this is drawn without markers
+
+
+def learning_curves(axes, groups: list[Group], metric: str, *, styles: list[dict]) -> None:
+    """`metric` of metrics.json's per-epoch history against the epoch (or, on a step budget,
+    the optimizer step at the epoch's end): the mean over each group's runs, a point per epoch,
+    and a band of one standard deviation either side."""
     keys = differing_keys(groups)
-    epochs_seen: set[int] = set()
-    for group, style in zip(groups, group_styles(groups), strict=True):
-        per_epoch: dict[int, list[float]] = {}
+    by_step = on_step_budget(groups)
+    seen: set[int] = set()
+    for group, style in zip(groups, styles, strict=True):
+        per_x: dict[int, list[float]] = {}
         for run in group.runs:
             for record in run.metrics.get("history") or []:
                 if isinstance(record.get(metric), int | float):
-                    per_epoch.setdefault(int(record["epoch"]), []).append(record[metric])
-        if not per_epoch:
+                    x = int(record["step"] if by_step else record["epoch"])
+                    per_x.setdefault(x, []).append(record[metric])
+        if not per_x:
             continue
-        epochs = sorted(per_epoch)
-        epochs_seen.update(epochs)
-        means, stds = zip(*(_spread(per_epoch[e]) for e in epochs), strict=True)
+        xs = sorted(per_x)
+        seen.update(xs)
+        means, stds = zip(*(_spread(per_x[x]) for x in xs), strict=True)
         label = legend_label(group, keys)
-        line = axes.plot(epochs, means, markersize=3, label=label, **style)[0]
+        if len(xs) > MARKED_POINTS:
+            style = {**style, "marker": None}
+        line = axes.plot(xs, means, markersize=3, label=label, **style)[0]
         lows = [m - s for m, s in zip(means, stds, strict=True)]
         highs = [m + s for m, s in zip(means, stds, strict=True)]
-        axes.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.15)
+        axes.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15)
     what = metric.replace("_", " ").replace("acc", "accuracy").replace("val", "validation")
-    axes.set(xlabel="epoch", ylabel=what, title=f"{what} per epoch")
-    if epochs_seen:  # whole epochs only, with room around a single one
-        if len(epochs_seen) <= 12:
-            axes.set_xticks(sorted(epochs_seen))
-        axes.set_xlim(min(epochs_seen) - 0.5, max(epochs_seen) + 0.5)
+    if by_step:
+        axes.set(xlabel="optimizer step", ylabel=what, title=f"{what} per epoch, by step")
+        if seen:
+            axes.set_xlim(0, max(seen) * 1.02)
+    else:
+        axes.set(xlabel="epoch", ylabel=what, title=f"{what} per epoch")
+    if seen and not by_step:  # whole epochs only, with room around a single one
+        if len(seen) <= 12:
+            axes.set_xticks(sorted(seen))
+        axes.set_xlim(min(seen) - 0.5, max(seen) + 0.5)
     if metric.endswith("acc"):
         honest_accuracy_axis(axes)
     axes.grid(alpha=0.3)
@@ -192,9 +215,9 @@ UNITS = {
 }
 
 
-def robustness_picture(axes, groups: list[Group], kind: str) -> None:
+def robustness_picture(axes, groups: list[Group], kind: str, *, styles: list[dict]) -> None:
     keys = differing_keys(groups)
-    for group, style in zip(groups, group_styles(groups), strict=True):
+    for group, style in zip(groups, styles, strict=True):
         per_amount: dict[str, list[float]] = {}
         for run in group.runs:
             for amount, accuracy in ((run.metrics.get("robustness") or {}).get(kind) or {}).items():
@@ -209,20 +232,24 @@ def robustness_picture(axes, groups: list[Group], kind: str) -> None:
     axes.grid(alpha=0.3)
 
 
-def sweep_picture(axes, groups: list[Group], *, x: str, series: str | None, log_x: bool) -> None:
+def sweep_picture(
+    axes, groups: list[Group], *, x: str, series: str | None, log_x: bool, styles: list[dict]
+) -> None:
     lines: dict[str, dict[float, list[float]]] = {}
-    styles: dict[str, dict] = {}  # a series in the colour of its first group (the legend's)
-    for group, style in zip(groups, group_styles(groups), strict=True):
+    series_styles: dict[str, dict] = {}  # a series in its groups' colour and first marker
+    for group, style in zip(groups, styles, strict=True):
         test = group.spread("test_acc")
         value = group.settings.get(x)
         if test is None or value is None or natural_key(value)[0] != 0:
             continue
         name = f"{series}={group.settings.get(series, '-')}" if series else "runs"
         lines.setdefault(name, {}).setdefault(float(value), []).extend(test.values)
-        styles.setdefault(name, style)
+        series_styles.setdefault(name, style)
     for name in sorted(lines):
         xs = sorted(lines[name])
-        _points(axes, xs, [lines[name][v] for v in xs], label=name, **styles[name])
+        _points(axes, xs, [lines[name][v] for v in xs], label=name, **series_styles[name])
+    if series and len(lines) > 1:  # the series' own key: the legend below names the groups
+        axes.legend(fontsize="small")
     if log_x:
         axes.set_xscale("log")
     words = AXIS_NAMES.get(x, x)
@@ -272,11 +299,13 @@ def draw(groups: list[Group], metric: str, *, report: dict | None, title: str = 
     keys = differing_keys(groups)
     columns = legend_columns([legend_label(group, keys) for group in groups], len(groups))
     figure, axes = _figure(2 + len(panels), -(-len(groups) // max(columns, 1)), title)
-    learning_curves(axes[0], groups, metric)
-    learning_curves(axes[1], groups, loss)
+    series = report.get("series") if report and report.get("plot") == "sweep" else None
+    styles = group_styles(groups, colour_key=series)
+    learning_curves(axes[0], groups, metric, styles=styles)
+    learning_curves(axes[1], groups, loss, styles=styles)
     for panel_axes, (kind, x) in zip(axes[2:], panels, strict=True):
         if kind == "robustness":
-            robustness_picture(panel_axes, groups, x)
+            robustness_picture(panel_axes, groups, x, styles=styles)
         elif kind == "sweep":
             sweep_picture(
                 panel_axes,
@@ -284,6 +313,7 @@ def draw(groups: list[Group], metric: str, *, report: dict | None, title: str = 
                 x=x,
                 series=report.get("series"),
                 log_x=report.get("log_x", False),
+                styles=styles,
             )
         else:
             params_picture(panel_axes, groups)
