@@ -485,7 +485,7 @@ def html_page(
             test = run.measure("test_acc")
             per_run.append(
                 [
-                    group.label(keys),
+                    legend_label(group, keys),
                     run.seed,
                     "-" if test is None else f"{test:.4f}",
                     "repeat (not counted)" if run in group.repeats else "",
@@ -496,7 +496,8 @@ def html_page(
         title=html.escape(title),
         when=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M"),
         command=f"<pre>{html.escape(command)}</pre>" if command else "",
-        header="".join(f"<th>{html.escape(h)}</th>" for h in head),
+        # A dotted key may break after a dot; numbers (0.8873 ± 0.0026) never break.
+        header="".join(f"<th>{html.escape(h).replace('.', '.<wbr>')}</th>" for h in head),
         rows="".join(
             f'<tr class="{css}">' + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
             for cells, css in rows
@@ -547,6 +548,9 @@ PAGE = """<!doctype html>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1000px; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }}
+td {{ white-space: nowrap; }}
+#shared td, #runs td {{ white-space: normal; text-align: left; overflow-wrap: anywhere; }}
+div.wide {{ overflow-x: auto; }}
 th {{ background: #f3f3f3; }}
 tr.best td {{ font-weight: bold; background: #eef7ee; }}
 pre {{ background: #f6f6f6; padding: 0.6em; white-space: pre-wrap; }}
@@ -558,7 +562,8 @@ p.note {{ color: #555; font-size: 0.9em; }}
 <p>convbench compare, {when}</p>
 {command}
 <h2>Which is better</h2>
-<table id="groups"><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>
+<div class="wide"><table id="groups"><thead><tr>{header}</tr></thead><tbody>{rows}</tbody>
+</table></div>
 <p class="note">Groups are sorted by {measure}. Each group is the runs whose settings are the
 same but for the seed, one run per seed (a seed run twice counts once). ± after a mean is the
 sample standard deviation over its runs (n - 1); the difference is the group's mean minus the
@@ -567,10 +572,10 @@ more). In the figure, bands and bars are one standard deviation either side of t
 {image}
 {more}
 <h2>Settings every run shares</h2>
-<table id="shared"><tbody>{shared}</tbody></table>
+<div class="wide"><table id="shared"><tbody>{shared}</tbody></table></div>
 <h2>Runs</h2>
-<table id="runs"><thead><tr><th>group</th><th>seed</th><th>test acc</th><th></th>
-<th>folder</th></tr></thead><tbody>{runs}</tbody></table>
+<div class="wide"><table id="runs"><thead><tr><th>group</th><th>seed</th><th>test acc</th>
+<th></th><th>folder</th></tr></thead><tbody>{runs}</tbody></table></div>
 {unfinished}
 </body></html>
 """
