@@ -321,3 +321,22 @@ def test_tb_on_a_missing_folder_exits_2(tmp_path):
     result = convbench("tb", cwd=tmp_path)  # default: ./outputs, absent here
     assert result.code == 2
     assert "outputs is not a folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_hparams_show_a_typed_config_group_by_its_option():
+    """`augment=confounders` swept: HParams shows the option, not "none" for the group."""
+    from omegaconf import OmegaConf
+
+    from convbench.config.compose import compose
+    from convbench.run.build import hparams, plain_config
+    from convbench.run.checkpoint import Settled
+
+    cfg = plain_config(compose(["augment=confounders", "dataset.augment.crop_padding=0"]))
+    settled = Settled("fp32", False, [0.5], [0.5], {}, {"precision": "", "channels_last": ""})
+    typed = ["augment", "dataset.augment.crop_padding", "optimizer"]
+    choices = {"augment": "confounders", "optimizer": "sgd", "model": "lenet"}
+    shown = hparams(cfg, settled, name="lenet", typed=typed, choices=choices)
+    assert shown["augment"] == "confounders"
+    assert shown["dataset.augment.crop_padding"] == 0 and shown["dataset.augment.occlude"] == 16
+    assert list(shown)[:2] == ["augment", "dataset.augment.crop_padding"], "typed keys lead"
+    assert OmegaConf.select(cfg, "augment") is None, "the option is not a key of the config"

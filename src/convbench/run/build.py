@@ -371,15 +371,26 @@ HPARAM_KEYS = (
 )
 
 
-def hparams(cfg: DictConfig, settled: Settled, *, name: str, typed: list[str]) -> dict:
+def hparams(
+    cfg: DictConfig,
+    settled: Settled,
+    *,
+    name: str,
+    typed: list[str],
+    choices: dict[str, str] | None = None,
+) -> dict:
     """Settings for TensorBoard's HParams view: the keys typed on the command line first (in a
-    sweep's job the swept ones lead: every job has the same list), then the seed, the model as commands name
+    sweep's job the swept ones lead: every job has the same list; a config group typed, such
+    as `augment`, shows its option from `choices`), then the seed, the model as commands name
     it (`plainnet-56`), the dataset, the optimizer and schedule, what `auto` settled, and
     HPARAM_KEYS. Values are numbers, booleans or text (None as "none", lists as text)."""
     flat: dict = {}
+    choices = choices or {}
     for key in typed:
         value = OmegaConf.select(cfg, key, default=None)
-        if not isinstance(value, DictConfig):
+        if key in choices and (value is None or isinstance(value, DictConfig)):
+            flat[key] = choices[key]
+        elif not isinstance(value, DictConfig):
             flat[key] = value
     flat |= {"seed": cfg.seed, "model": name, "dataset": cfg.dataset.name}
     flat["optimizer"] = cfg.optimizer._target_.rsplit(".", 1)[-1]

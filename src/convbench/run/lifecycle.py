@@ -329,7 +329,8 @@ def finish(run: Run, state: TrainState, wall_time_s: float) -> dict:
     final = {"hparam/test_acc": metrics["test_acc"], "hparam/best_val_acc": metrics["best_val_acc"]}
     swept = swept_keys(run.folder)
     name = run.folder.model_name(OmegaConf.to_container(run.cfg.model))
-    settings = hparams(run.cfg, run.settled, name=name, typed=typed_keys(run.folder, swept))
+    typed = typed_keys(run.folder, swept)
+    settings = hparams(run.cfg, run.settled, name=name, typed=typed, choices=run.folder.choices())
     run.writer.add_hparams(settings, final, lead=[*swept, "seed", "model"])
     run.writer.close()
     run.folder.write_status("finished", state=state, epochs=run.settled.epochs)
