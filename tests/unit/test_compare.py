@@ -290,3 +290,17 @@ def test_curves_of_runs_on_a_step_budget_line_up_on_the_step(tmp_path):
     learning_curves(axes, by_epoch, "val_acc", styles=group_styles(by_epoch))
     assert [line.get_xdata()[-1] for line in axes.get_lines()] == [4, 4]
     assert axes.get_xlabel() == "epoch"
+
+
+def test_depths_of_one_model_get_styles_of_their_own():
+    from convbench.analysis.compare import Group
+    from convbench.analysis.report import group_styles
+
+    groups = [
+        Group(settings={"model": model, "model.depth": depth, "seed": "0"})
+        for model in ("resnet", "plainnet")
+        for depth in ("20", "56")
+    ]
+    styles = group_styles(groups, colour_key="model")
+    assert len({(s["color"], s["linestyle"], s["marker"]) for s in styles}) == 4
+    assert styles[0]["color"] == styles[1]["color"] != styles[2]["color"], "a colour a model"
