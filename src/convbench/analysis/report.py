@@ -253,28 +253,44 @@ def sweep_picture(
     if series and len(lines) > 1:  # the series' own key: the legend below names the groups
         axes.legend(fontsize="small")
     if log_x:
-        axes.set_xscale("log")
+        log_axis(axes)
     words = AXIS_NAMES.get(x, x)
     axes.set(xlabel=words, ylabel="test accuracy", title=f"test accuracy against {words}")
     honest_accuracy_axis(axes)
     axes.grid(alpha=0.3)
 
 
-def params_picture(axes, groups: list[Group]) -> None:
+def log_axis(axes) -> None:
+    """A logarithmic x axis labelled at its powers of ten only (the 2x, 3x, ... labels of a
+    short range run into each other)."""
+    from matplotlib.ticker import NullFormatter
+
+    axes.set_xscale("log")
+    axes.xaxis.set_minor_formatter(NullFormatter())
+
+
+def params_picture(axes, groups: list[Group], *, styles: list[dict]) -> None:
     keys = differing_keys(groups)
-    for group in groups:
+    for group, style in zip(groups, styles, strict=True):
         params, test = group.spread("params"), group.spread("test_acc")
         if params is None or test is None:
             continue
-        axes.errorbar(params.mean, test.mean, yerr=test.std, fmt="o", capsize=3)
+        axes.errorbar(
+            params.mean,
+            test.mean,
+            yerr=test.std,
+            fmt=style["marker"],
+            color=style["color"],
+            capsize=3,
+        )
         axes.annotate(
-            group.label(keys),
+            legend_label(group, keys),
             (params.mean, test.mean),
             fontsize="small",
             xytext=(4, 4),
             textcoords="offset points",
         )
-    axes.set_xscale("log")
+    log_axis(axes)
     axes.set(
         xlabel="parameters (log scale)",
         ylabel="test accuracy",
@@ -318,7 +334,7 @@ def draw(groups: list[Group], metric: str, *, report: dict | None, title: str = 
                 styles=styles,
             )
         else:
-            params_picture(panel_axes, groups)
+            params_picture(panel_axes, groups, styles=styles)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:  # the groups' styles are the same in every panel: one legend for all
         figure.legend(handles, labels, loc="outside lower center", ncols=columns, fontsize="small")
