@@ -90,3 +90,19 @@ def test_the_command_shows_it(outputs):
     assert header.split()[:2] == ["model", "n"], header
     lenet = next(row for row in rows if row.startswith("lenet"))
     assert "3 (+1 repeat)" in lenet, lenet
+
+
+def test_a_run_older_than_a_key_groups_with_runs_at_its_default(tmp_path):
+    """A run made before trainer.steps and dataset.augment.occlude existed ran as their
+    defaults do: it is one group with a run that records them at their defaults, and apart
+    from one that set them."""
+    root = tmp_path / "outputs"
+    old = write_run(root / "old", [], test_acc=0.90, minute=0)
+    config = yaml.safe_load((old / ".hydra" / "config.yaml").read_text())
+    del config["trainer"]["steps"], config["dataset"]["augment"]["occlude"]
+    (old / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    write_run(root / "new", ["seed=1"], test_acc=0.92, minute=1)
+    write_run(root / "steps", ["seed=2", "trainer.steps=500"], test_acc=0.80, minute=2)
+    groups, _ = group_runs(collect([root]))
+    assert sorted(len(group.runs) for group in groups) == [1, 2]
+    assert differing_keys(groups) == ["trainer.steps"]

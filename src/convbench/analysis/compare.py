@@ -17,6 +17,7 @@ that did not finish are kept apart, never dropped.
 """
 
 import contextlib
+import functools
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -164,6 +165,9 @@ def settings_of(run: RunFolder, metrics: dict) -> dict[str, str]:
     except Exception:  # a value that cannot resolve any more (a moved folder): as written
         resolved = composed
     found = dict(_flat(resolved))
+    for key, default in schema_defaults().items():  # a key newer than the run: it ran so
+        if key not in found and key.rsplit(".", 1)[0] in _blocks(found):
+            found[key] = _text(default)
     settled = metrics.get("settled") if isinstance(metrics.get("settled"), dict) else {}
     for key in ("precision", "channels_last"):
         if key in settled:
@@ -174,6 +178,27 @@ def settings_of(run: RunFolder, metrics: dict) -> dict[str, str]:
         found[group] = choices.get(group) or target.rsplit(".", 1)[-1].lower() or "-"
     excluded = (*NOT_WHAT_RAN, *where_keys())
     return {k: v for k, v in found.items() if not k.startswith(excluded)}
+
+
+@functools.cache
+def schema_defaults() -> dict:
+    """The schema's plain defaults (None, booleans, numbers, text) by dotted key. A key added
+    after a run was made takes its default there, as the code that added it keeps the old
+    behaviour at the default: a run from before `trainer.steps` existed trained by epochs, like
+    one with trainer.steps=null, and the two group together."""
+    from convbench.config.reference import schema_entries
+
+    plain = (type(None), bool, int, float, str)
+    return {
+        entry.key: entry.default
+        for entry in schema_entries()
+        if hasattr(entry, "default") and type(entry.default) in plain
+    }
+
+
+def _blocks(found: dict) -> set[str]:
+    """The blocks (dotted prefixes) a flat config has keys in."""
+    return {key.rsplit(".", 1)[0] for key in found if "." in key}
 
 
 def _flat(node, prefix: str = ""):
