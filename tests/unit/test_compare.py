@@ -304,3 +304,26 @@ def test_depths_of_one_model_get_styles_of_their_own():
     styles = group_styles(groups, colour_key="model")
     assert len({(s["color"], s["linestyle"], s["marker"]) for s in styles}) == 4
     assert styles[0]["color"] == styles[1]["color"] != styles[2]["color"], "a colour a model"
+
+
+def test_one_setting_keeps_one_style_across_models_of_any_depth():
+    """ResNet-20 beside LeNet and the MLP: its depth is no reason for another style, so
+    crop_padding=4 looks the same on every model."""
+    from convbench.analysis.compare import Group
+    from convbench.analysis.report import group_styles
+
+    groups = []
+    for model in ("lenet", "mlp", "resnet"):
+        for crop in ("0", "4"):
+            settings = {"model": model, "dataset.augment.crop_padding": crop, "seed": "0"}
+            if model == "resnet":
+                settings["model.depth"] = "20"
+            groups.append(Group(settings=settings))
+    styles = group_styles(groups)
+    for crop in ("0", "4"):
+        looks = {
+            (style["linestyle"], style["marker"])
+            for group, style in zip(groups, styles, strict=True)
+            if group.settings["dataset.augment.crop_padding"] == crop
+        }
+        assert len(looks) == 1, crop

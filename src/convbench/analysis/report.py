@@ -63,7 +63,12 @@ def group_styles(groups: list[Group], colour_key: str | None = None) -> list[dic
     if colour_key not in keys:
         colour_key = max(keys, key=lambda key: len(values(key))) if keys else None
     others = [key for key in keys if key != colour_key]
-    if colour_key == "model" and len(values("model.depth")) > 1:
+    depths: dict[str, set[str]] = {}
+    for group in groups:
+        depths.setdefault(group.settings.get("model", "-"), set()).add(
+            group.settings.get("model.depth", "-")
+        )
+    if colour_key == "model" and any(len(found) > 1 for found in depths.values()):
         others.append("model.depth")  # folded into the model's name, but a style of its own
     colour_of = values(colour_key) if colour_key else ["-"]
     combinations = sorted(
