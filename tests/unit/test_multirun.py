@@ -108,9 +108,11 @@ SMALLER = {"model.depth": ["20"]}
 
 def cut_sweep(experiment: str) -> list[str]:
     """The experiment's sweep with the first two values of each key (one seed), the depth cut to
-    the smallest CIFAR-style stack."""
+    the smallest CIFAR-style stack, and a step budget cut to 8 steps."""
     cfg = compose([f"experiment={experiment}"], with_hydra=True)
     cut = []
+    if cfg.trainer.steps is not None:  # a step budget (sample_efficiency: 2,000): a few steps
+        cut.append("trainer.steps=8")
     for key, values in (cfg.hydra.sweeper.params or {}).items():
         keep = SMALLER.get(key) or str(values).split(",")[: 1 if key == "seed" else 2]
         cut.append(f"{key}={','.join(keep)}")  # the command line wins over the params
