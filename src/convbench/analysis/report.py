@@ -98,8 +98,6 @@ def legend_label(group: Group, keys: list[str]) -> str:
     parts = []
     for key, end in zip(keys, ends, strict=True):
         name = end if ends.count(end) == 1 else key
-        if key == "model.depth" and "model" in keys:
-            continue  # shown with the model: resnet-56
         parts.append(f"{name}={shown(group, key)}")
     return " ".join(parts) or "all runs"
 
@@ -145,12 +143,16 @@ def honest_accuracy_axis(axes) -> None:
         axes.set_ylim(low, low + MIN_ACCURACY_SPAN)
 
 
+def step_budget(settings: dict) -> int | None:
+    """A run's trainer.steps as its settings show it (text; "None" when it trained by epochs)."""
+    steps = settings.get("trainer.steps")
+    return None if steps in (None, "None", "null") else int(steps)
+
+
 def on_step_budget(groups: list[Group]) -> bool:
     """Whether the runs trained on a trainer.steps budget: their epochs then differ with the
     size of the data, and their curves line up on the optimizer step instead."""
-    return any(
-        group.settings.get("trainer.steps") not in (None, "None", "null") for group in groups
-    )
+    return any(step_budget(group.settings) is not None for group in groups)
 
 
 MARKED_POINTS = 30  # a curve of more points than this is drawn without markers
@@ -356,9 +358,9 @@ def figure_title(groups: list[Group]) -> str:
         limit = shared.get("dataset.train_limit")
         images = f", {int(limit):,} training images" if limit not in (None, "None") else ""
         parts.append(f"{shared['dataset.name']}{images}")
-    steps = shared.get("trainer.steps")
-    if steps not in (None, "None"):
-        parts.append(f"{int(steps):,} steps")
+    steps = step_budget(shared)
+    if steps is not None:
+        parts.append(f"{steps:,} steps")
     elif "trainer.epochs" in shared:
         parts.append(f"{shared['trainer.epochs']} epochs")
     seeds = {run.seed for run in runs}
