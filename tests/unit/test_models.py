@@ -8,11 +8,12 @@ import torch
 import torchvision
 from torch import nn
 
-from convbench.config.compose import compose, config_dir
+from convbench.config.compose import config_dir
 from convbench.models.alexnet import AlexNet
 from convbench.models.googlenet import GoogLeNet
 from convbench.models.resnet import ResNet
 from convbench.models.vgg import VGG
+from helpers.configs import composed
 
 MODEL_NAMES = sorted(path.stem for path in (config_dir() / "model").glob("*.yaml"))
 DATASET_SHAPES = {
@@ -45,7 +46,7 @@ FORWARD_CASES.update(EXTRA_CASES)
 
 
 def compose_config(overrides: list[str]):
-    return compose(overrides)
+    return composed(overrides)
 
 
 def build(overrides: list[str]) -> nn.Module:

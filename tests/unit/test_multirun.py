@@ -108,12 +108,15 @@ SMALLER = {"model.depth": ["20"]}
 
 def cut_sweep(experiment: str) -> list[str]:
     """The experiment's sweep with the first two values of each key (one seed), the depth cut to
-    the smallest CIFAR-style stack, and a step budget cut to 8 steps."""
+    the smallest CIFAR-style stack, a step budget cut to 8 steps, and two batches of training
+    images where the sweep leaves the training set alone (what is checked here is that every
+    run and picture of the experiment is made, not what the runs learn)."""
     cfg = compose([f"experiment={experiment}"], with_hydra=True)
-    cut = []
+    swept = cfg.hydra.sweeper.params or {}
+    cut = [] if "dataset.train_limit" in swept else ["dataset.train_limit=128"]
     if cfg.trainer.steps is not None:  # a step budget (sample_efficiency: 2,000): a few steps
         cut.append("trainer.steps=8")
-    for key, values in (cfg.hydra.sweeper.params or {}).items():
+    for key, values in swept.items():
         keep = SMALLER.get(key) or str(values).split(",")[: 1 if key == "seed" else 2]
         cut.append(f"{key}={','.join(keep)}")  # the command line wins over the params
     return cut

@@ -295,11 +295,15 @@ def read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+# libyaml's safe loader where PyYAML was built with it: the same documents, read about 10x
+# faster (a sweep's multirun.yaml and hydra.yaml are read for every run `runs` and `compare` list).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path: Path):
     """The file's YAML content, or None when it is missing or unreadable."""
-
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=SAFE_LOADER)
     except (OSError, ValueError, yaml.YAMLError):
         return None
 
