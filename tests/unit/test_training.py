@@ -18,12 +18,13 @@ from convbench.engine import EngineOptions, Optimization, RunIO, TrainState, fit
 from convbench.errors import EXIT_DIVERGED, Diverged
 from convbench.files import write_json
 from convbench.monitor.console import NoProgress
-from convbench.run.build import build_optimization, engine_options
+from convbench.run.build import build_model, build_optimization, engine_options
 from convbench.run.checkpoint import Checkpointer, Settled, load_checkpoint
 from convbench.run.folder import RunFolder
 from convbench.run.ranks import Solo
 from convbench.run.signals import StopRequest
 from helpers.cli import tiny_mnist_overrides
+from helpers.imagefolders import write_class_folders
 from helpers.inprocess import convbench
 
 SETTLED = Settled(
@@ -212,6 +213,31 @@ def test_a_loss_beyond_any_sane_scale_stops_the_run_before_a_save(tmp_path):
     assert diverged.value.exit_code == EXIT_DIVERGED == 4
     assert "no checkpoint had been written yet" in str(diverged.value)
     assert not RunFolder(tmp_path).last.exists() and not RunFolder(tmp_path).best.exists()
+
+
+def test_a_runs_sane_scale_is_a_hundred_times_an_untrained_nets_loss(tmp_path):
+    """The bound a real run checks (engine_options): 100 x ln(classes), where a net that guesses
+    uniformly starts; a loss of 1e30 is beyond it for ten classes and for three."""
+    write_class_folders(tmp_path / "images", classes=("a", "b", "c"), per_class=2)
+    folder = ["dataset=imagefolder", f"dataset.root={tmp_path / 'images'}"]
+    for overrides, classes in ((["dataset=mnist"], 10), (folder, 3)):
+        bound = engine_options(compose(overrides), SETTLED).max_loss
+        assert bound == pytest.approx(100 * math.log(classes))
+        assert bound < 1e30
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_shipped_optimizers_use_the_fused_kernel_and_a_resume_keeps_the_saved_one(name):
+    """`fused: true` in conf/optimizer reaches the optimizer; a checkpoint saved by a loop-kernel
+    optimizer (a run from before the setting) loads back into a loop-kernel one, so its resume
+    takes the steps it would have taken."""
+    cfg = compose([f"optimizer={name}", "model=mlp", "dataset=mnist"])
+    model = build_model(cfg, torch.device("cpu"))
+    optimizer = build_optimization(cfg, model, torch.device("cpu"), epochs=1).optimizer
+    assert optimizer.param_groups[0]["fused"] is True
+    before = type(optimizer)(model.parameters(), lr=0.01)  # torch's default: a loop on a CPU
+    optimizer.load_state_dict(before.state_dict())
+    assert not optimizer.param_groups[0]["fused"]
 
 
 class ForgetsInEval(nn.Module):

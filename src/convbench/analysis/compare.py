@@ -50,6 +50,7 @@ NOT_WHAT_RAN = (
     "trainer.log_graph",
     "trainer.compile",
     "trainer.init_from",
+    "optimizer.fused",  # one kernel or a loop over the parameters: the same update
     "robustness.",
     "report.",
     "tune.",
