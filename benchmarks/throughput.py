@@ -530,6 +530,9 @@ def summarize(model: str, rates: dict[str, list[float]], ratios: dict, best_bare
         "dataloader": loaders[best_loader],
         "dataloader_variant": best_loader,
         "paired_ratios": ratios["bare"],
+        "paired_ratios_by_loop": {
+            name: ratios[name] for name in ratios if name.startswith("bare[")
+        },
         "convbench_over_bare": statistics.median(ratios["bare"]),
         "convbench_over_bare_quartiles": quartiles(ratios["bare"]),
         "paired_ratios_same_optimizer": ratios["same"],

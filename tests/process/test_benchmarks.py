@@ -5,6 +5,7 @@ Only the format and the sign of the numbers are checked: tests never assert on t
 
 import json
 import re
+import statistics
 import subprocess
 import sys
 
@@ -35,11 +36,14 @@ def verdict_lines(output: str) -> list[str]:
 
 
 def throughput_rows(output: str, models: list[str]) -> dict[str, list[float]]:
-    """model -> [bare fp32, bare bf16, convbench, dataloader img/s, convbench/best bare,
-    convbench/dataloader] (after the column saying what convbench ran the model in)."""
+    """model -> [bare fp32, bare bf16, convbench, dataloader img/s, the epochs' ratio,
+    convbench/best bare, its quartiles (two), same optimizer, convbench/dataloader] (after the
+    column saying what convbench ran the model in)."""
     rows = {}
     for model in models:
-        numbers = r"\s+".join([f"({NUMBER})"] * 6)
+        numbers = r"\s+".join(
+            [f"({NUMBER})"] * 6 + [f"({NUMBER})-({NUMBER})"] + [f"({NUMBER})"] * 2
+        )
         pattern = rf"^{model}\s+\S+\s+{numbers}$"
         match = re.search(pattern, output, re.MULTILINE)
         assert match, f"no table row for {model} in:\n{output}"
@@ -67,6 +71,12 @@ def test_throughput_smoke(tmp_path, args, models, data_word):
     saved = json.loads(results_file.read_text())
     assert [r["model"] for r in saved["results"]] == models
     assert all(r["convbench_over_bare"] > 0 for r in saved["results"])
+    for r in saved["results"]:  # the target's ratio: each round against its faster bare loop
+        by_loop = r["paired_ratios_by_loop"]
+        assert sorted(by_loop) == ["bare[bf16]", "bare[fp32]"] and len(r["paired_ratios"]) == 2
+        fastest = [min(pair) for pair in zip(*by_loop.values(), strict=True)]
+        assert r["paired_ratios"] == fastest
+        assert r["convbench_over_bare"] == pytest.approx(statistics.median(fastest))
     # By default convbench runs each model in what a run would pick here (convbench.config.auto).
     precision = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
     expected = {"mlp": precision, "lenet": f"{precision}+cl"}
