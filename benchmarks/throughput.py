@@ -316,8 +316,11 @@ def written_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     kernel that convbench's configs ask for."""
     settings = OmegaConf.to_container(cfg.optimizer, resolve=True)
     target = settings.pop("_target_")
-    settings = {k: v for k, v in settings.items() if not k.startswith("_")}
-    settings = {k: v for k, v in settings.items() if k not in IMPLEMENTATION_KEYS}
+    settings = {
+        key: value
+        for key, value in settings.items()
+        if not key.startswith("_") and key not in IMPLEMENTATION_KEYS
+    }
     return hydra.utils.get_class(target)(model.parameters(), **settings)
 
 
@@ -437,14 +440,19 @@ def warm_shapes(setup: Setup, data: Data) -> None:
     synchronize(setup.device)
 
 
+def rotation(names: list[str], number: int) -> list[str]:
+    """`names` starting at position `number` (modulo their count): round `number`'s order."""
+    shift = number % len(names)
+    return names[shift:] + names[:shift]
+
+
 def rotated(runners: dict, repeats: int, images: int, model: str) -> dict[str, list[float]]:
     """images/s of every variant per repeat, each repeat an epoch of `images`; the order of the
     variants rotates from one repeat to the next."""
     names = list(runners)
     rates: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in rotation(names, repeat):
             rates[name].append(images / runners[name]())
             print(
                 f"  {model:<10} repeat {repeat + 1}/{repeats}  {name:<24}"
@@ -463,8 +471,7 @@ def paired_ratios(loops: dict, *, rounds: int, images: int, model: str) -> dict[
     names = list(loops)
     ratios: dict[str, list[float]] = {name: [] for name in names if name != "convbench"}
     for number in range(rounds):
-        shift = number % len(names)
-        seconds = {name: loops[name](images) for name in names[shift:] + names[:shift]}
+        seconds = {name: loops[name](images) for name in rotation(names, number)}
         for name in ratios:
             ratios[name].append(seconds[name] / seconds["convbench"])
         shown = "  ".join(f"convbench/{name} {values[-1]:.3f}" for name, values in ratios.items())
