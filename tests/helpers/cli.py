@@ -88,7 +88,8 @@ def stop_after_first_checkpoint(proc: subprocess.Popen, run_dir: Path, signum: i
 
 
 def tiny_mnist_overrides(root: Path) -> list[str]:
-    """Overrides for a seconds-long run on the tiny MNIST fixture."""
+    """Overrides for a seconds-long run on the tiny MNIST fixture. Without TensorBoard's pictures
+    (about half a second a run): the tests that look at them turn them on."""
     return [
         "dataset=mnist",
         f"dataset.root={root}",
@@ -98,6 +99,7 @@ def tiny_mnist_overrides(root: Path) -> list[str]:
         "trainer.eval_batch_size=256",
         "trainer.log_every_n_steps=2",
         "trainer.device=cpu",
+        "trainer.log_images=false",
     ]
 
 

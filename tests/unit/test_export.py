@@ -50,7 +50,7 @@ def test_every_family_exports_and_agrees_with_pytorch(model, fmt, tmp_path):
 @pytest.fixture(scope="module")
 def run_dir(mnist_root, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("export") / "run"
-    overrides = [*tiny_mnist_overrides(mnist_root), ONE_THREAD, "trainer.log_images=false"]
+    overrides = [*tiny_mnist_overrides(mnist_root), ONE_THREAD]
     result = convbench("train", *overrides, "trainer.epochs=1", f"hydra.run.dir={folder}")
     assert result.code == 0, result.stderr
     return folder

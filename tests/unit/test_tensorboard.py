@@ -10,6 +10,7 @@ import math
 import socket
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from convbench.monitor.pictures import (
 )
 from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import ONE_THREAD, tiny_mnist_overrides
+from helpers.configs import composed
 from helpers.inprocess import convbench
 
 # --- pictures, drawn here -------------------------------------------------------------------------
@@ -150,6 +152,40 @@ def test_a_deep_net_shows_a_few_evenly_spaced_conv_layers():
     assert shown == sorted(shown, key=convs.index), "in forward order"
 
 
+FAMILIES = ["mlp", "lenet", "alexnet", "vgg", "googlenet", "resnet", "plainnet"]
+
+
+class ImageWriter:
+    """SummaryWriter's add_image, kept."""
+
+    def __init__(self):
+        self.images: dict[str, np.ndarray] = {}
+
+    def add_image(self, tag, image, step, dataformats):
+        assert dataformats == "HWC"
+        self.images[tag] = image
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_draws_its_filters_and_feature_maps(family, mnist_root):
+    """What a run logs after each epoch, drawn for each family's model as shipped: the first
+    layer's filters and a picture per shown conv layer (none for the MLP)."""
+    from convbench.run.build import build_model
+
+    torch.manual_seed(0)
+    model = build_model(composed([f"model={family}", "dataset=fashionmnist"]), torch.device("cpu"))
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    validation = SimpleNamespace(epoch=lambda _: iter([(torch.randn(8, 1, 28, 28), None)]))
+    writer = ImageWriter()
+    visuals.log_filters(writer, model, step=1, epoch=1)
+    visuals.log_feature_maps(writer, model, validation, step=1, epoch=1)
+    shown = min(len(convs), visuals.FEATURE_LAYERS)
+    assert len(writer.images) == (1 + shown if convs else 0)
+    for tag, image in writer.images.items():
+        assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] > visuals.TITLE_H, tag
+        assert image.min() < 128 < image.max(), f"{tag}: something is drawn on the white"
+
+
 # --- what TensorBoard receives from a run ---------------------------------------------------
 
 
@@ -160,6 +196,7 @@ def rich_run(tmp_path_factory, mnist_root) -> Path:
     result = convbench(
         "train",
         *tiny_mnist_overrides(mnist_root),
+        "trainer.log_images=true",
         "trainer.histogram_every_n_epochs=1",
         "trainer.log_graph=true",
         ONE_THREAD,
@@ -200,12 +237,13 @@ def test_images_histograms_graph_and_hparams_are_written(rich_run):
     assert {"hparam/test_acc", "hparam/best_val_acc"} <= set(tags["scalars"])
 
 
-def test_histograms_are_off_by_default(mnist_root, tmp_path):
+def test_histograms_are_off_by_default_and_pictures_on(mnist_root, tmp_path):
     run_dir = tmp_path / "run"
+    defaults = [o for o in tiny_mnist_overrides(mnist_root) if not o.startswith("trainer.log_")]
     assert (
         convbench(
             "train",
-            *tiny_mnist_overrides(mnist_root),
+            *defaults,
             "trainer.epochs=1",
             f"hydra.run.dir={run_dir}",
             cwd=tmp_path,

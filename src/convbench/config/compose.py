@@ -97,7 +97,7 @@ def describe_config_error(exc: BaseException, overrides: Sequence[str] = ()) -> 
 
     if isinstance(exc, MissingConfigException) and exc.options is not None:
         return _unknown_option(exc) + HINT
-    cause = exc.__cause__
+    cause = exc.__cause__ or exc  # Hydra wraps OmegaConf's error; OmegaConf's own is bare
     full_key = getattr(cause, "full_key", None)
     if full_key and "not in" in str(cause):  # an unknown key (struct mode)
         return _unknown_key(full_key, overrides) + HINT

@@ -165,6 +165,12 @@ class RunFolder:
         """status.json says finished and metrics.json can be read."""
         return (self.status() or {}).get("status") == "finished" and self.metrics() is not None
 
+    @staticmethod
+    def any_finished_under(path: Path) -> bool:
+        """Whether some folder under `path`, at any depth, holds a finished run."""
+        name = RunFolder(path).status_file.name
+        return any(RunFolder(found.parent).is_finished() for found in Path(path).rglob(name))
+
     def state(self) -> str:
         """What the files say the run is doing: one of STATES, or "unknown".
 

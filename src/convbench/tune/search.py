@@ -2,6 +2,7 @@
 resumed from its folder), its workers run, and the best trial with the command that trains it
 on the full budget."""
 
+import copy
 import logging
 import secrets
 from datetime import datetime
@@ -87,7 +88,7 @@ def compose_study(overrides: list[str], config_dirs: list[str]) -> tuple[DictCon
         ends = spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
         for value in ends:
             try:
-                preflight(compose([*overrides, space.as_override(key, value)], extra))
+                preflight(with_value(cfg, key, value))
             except (HydraException, OmegaConfBaseException) as exc:
                 raise ConvbenchError(
                     f"tune.params.{key}: the value {value!r} makes no valid run: "
@@ -98,6 +99,16 @@ def compose_study(overrides: list[str], config_dirs: list[str]) -> tuple[DictCon
                     f"tune.params.{key}: the value {value!r} makes no valid run: {exc}"
                 ) from None
     return cfg, option
+
+
+def with_value(cfg: DictConfig, key: str, value) -> DictConfig:
+    """A copy of the composed run config with `key` set to `value`: what composing the
+    overrides plus `key=value` gives, since every searched key is a leaf of the run config
+    (space.check_param) and an override of a leaf is set after the merges, before anything
+    resolves. A tenth of a composition's cost, for every bound of the space."""
+    trial = copy.deepcopy(cfg)
+    OmegaConf.update(trial, key, value, merge=False)
+    return trial
 
 
 def start(overrides: list[str], *, config_dirs: list[str], cwd: Path) -> int:

@@ -46,6 +46,9 @@ class ConvbenchSweeper(BasicSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self._name_jobs_by_swept_keys(overrides)
+        # Where no run under the sweep's folder is finished (a new sweep), no job is: its
+        # folder need not be found by composing its config.
+        self._may_hold_finished = RunFolder.any_finished_under(sweep_dir)
         returns, first = [], 0
         while not self.is_done():
             batch = self.get_job_batch()
@@ -87,6 +90,8 @@ class ConvbenchSweeper(BasicSweeper):
 
     def _finished(self, number: int, job: list[str]) -> bool:
         """Whether job `number`'s folder holds a finished run (RunFolder.is_finished)."""
+        if not self._may_hold_finished:
+            return False
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
         with open_dict(config):
             config.hydra.job.id = config.hydra.job.num = number
