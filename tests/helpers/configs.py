@@ -13,6 +13,15 @@ from omegaconf import DictConfig
 
 from convbench.config.compose import compose
 
+# Overrides that keep every layer of a family and cut its widths: a model as the family builds
+# it, at a fraction of the compute (for checks of structure, not of what the widths learn).
+NARROW = {
+    "alexnet": ["model.hidden=256"],
+    "googlenet": ["model.width_multiplier=0.25"],
+    "mlp": ["model.hidden=[128]"],
+    "vgg": ["model.depth=11", "model.width_multiplier=0.25", "model.hidden=256"],
+}
+
 
 @functools.cache
 def _composed(overrides: tuple[str, ...]) -> DictConfig:

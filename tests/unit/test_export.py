@@ -12,20 +12,21 @@ import onnxruntime
 import pytest
 import torch
 
-from convbench.config.compose import compose
 from convbench.infer.export import export
 from convbench.infer.predict import Predictor
 from convbench.run.build import build_model
 from convbench.run.checkpoint import Settled
 from helpers.cli import ONE_THREAD, tiny_mnist_overrides
+from helpers.configs import NARROW, composed
 from helpers.inprocess import convbench
 
 FAMILIES = ["mlp", "lenet", "alexnet", "vgg", "googlenet", "resnet", "plainnet"]
 
 
 def predictor_of(model: str) -> Predictor:
-    """A freshly initialised model of the option, as a run's Predictor (no run needed)."""
-    cfg = compose([f"model={model}", "dataset=fashionmnist"])
+    """A freshly initialised model of the option, every layer of the family at narrower widths
+    (helpers.configs.NARROW), as a run's Predictor (no run needed)."""
+    cfg = composed([f"model={model}", "dataset=fashionmnist", *NARROW.get(model, [])])
     torch.manual_seed(0)
     settled = Settled(
         precision="fp32",

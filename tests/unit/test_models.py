@@ -13,7 +13,7 @@ from convbench.models.alexnet import AlexNet
 from convbench.models.googlenet import GoogLeNet
 from convbench.models.resnet import ResNet
 from convbench.models.vgg import VGG
-from helpers.configs import composed
+from helpers.configs import NARROW, composed
 
 MODEL_NAMES = sorted(path.stem for path in (config_dir() / "model").glob("*.yaml"))
 DATASET_SHAPES = {
@@ -25,12 +25,6 @@ IMAGENET_SHAPED = ["dataset=cifar10", "dataset.image_size=224", "dataset.num_cla
 # Geometry, not width, is what breaks on a new input shape: narrow versions of the heavy configs
 # keep the CPU forward/backward of 224x224 inputs short. Full widths are counted in the
 # parameter tests (built on the meta device).
-NARROW = {
-    "alexnet": ["model.hidden=256"],
-    "googlenet": ["model.width_multiplier=0.25"],
-    "mlp": ["model.hidden=[128]"],
-    "vgg": ["model.depth=11", "model.width_multiplier=0.25", "model.hidden=256"],
-}
 EXTRA_CASES = {
     "vgg11_bn": ["model=vgg", "model.batch_norm=true", *NARROW["vgg"]],
     "googlenet_paper": [

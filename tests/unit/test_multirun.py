@@ -83,6 +83,47 @@ def test_an_experiment_runs_its_own_sweep(mnist_root, tmp_path):
     assert params == [61_706, 535_818]  # LeNet-5 and the MLP baseline on 28x28 images
 
 
+# --- the mode: one run or a sweep ------------------------------------------------------------------
+
+
+def _counting_compositions(monkeypatch) -> list:
+    from hydra._internal.hydra import Hydra
+
+    calls, compose_config = [], Hydra.compose_config
+
+    def counted(self, *args, **kwargs):
+        calls.append(kwargs.get("run_mode"))
+        return compose_config(self, *args, **kwargs)
+
+    monkeypatch.setattr(Hydra, "compose_config", counted)
+    return calls
+
+
+def test_a_single_run_composes_its_config_once(mnist_root, tmp_path, monkeypatch):
+    calls = _counting_compositions(monkeypatch)
+    overrides = [*tiny_mnist_overrides(mnist_root), ONE_THREAD, "trainer.epochs=1"]
+    result = convbench("train", *overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert len(calls) == 1, f"Hydra composed the config {len(calls)} times"
+
+
+def test_hydra_mode_on_the_command_line_still_chooses_a_sweep(mnist_root, tmp_path):
+    """hydra.mode=MULTIRUN without -m: Hydra reads the mode from the config, as it always does."""
+    sweep = tmp_path / "sweep"
+    result = convbench(
+        "train",
+        "hydra.mode=MULTIRUN",
+        "model=mlp,lenet",
+        *tiny_mnist_overrides(mnist_root),
+        ONE_THREAD,
+        "trainer.epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_model=mlp", "1_model=lenet"]
+
+
 # --- every experiment, end to end -----------------------------------------------------------------
 
 # Recipes (recipe_*: one run, no sweep, no picture) run through benchmarks/accuracy.py's test.

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import hydra
 import yaml
+from hydra._internal.hydra import Hydra
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -81,7 +82,7 @@ def train(arguments: list[str]) -> TrainOutcome:
     task = entry(lambda cfg: _task(cfg, arguments, outcome))
     sweep_dirs = [outcome.sweep_dir] if outcome.sweep_dir else []
     try:
-        with _as_hydra_sees_it(arguments):
+        with _as_hydra_sees_it(arguments), _mode_from_the_command_line(arguments):
             task()
     except ConfigRejected as rejected:  # by the preflight checks, before any run folder
         error = rejected.error
@@ -131,6 +132,29 @@ def _as_hydra_sees_it(arguments: list[str]):
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = full_error
+
+
+# Flags that bring config files other than convbench's own, which may set hydra.mode.
+OTHER_CONFIGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+
+
+@contextlib.contextmanager
+def _mode_from_the_command_line(arguments: list[str]):
+    """Hydra composes the whole config once only to read `hydra.mode` (`Hydra.get_mode`), then
+    composes it again to run: a third of a small run's start. convbench's configs never set
+    hydra.mode, so unless the command line sets it or brings config files of its own, the mode
+    is what the command line says (`-m` or not), and Hydra is told that it is not set. Otherwise
+    Hydra reads it as usual."""
+    named = {argument.split("=", 1)[0] for argument in arguments}
+    if named & set(OTHER_CONFIGS) or any("hydra.mode" in argument for argument in arguments):
+        yield
+        return
+    read_mode = Hydra.get_mode
+    Hydra.get_mode = lambda self, config_name, overrides: None  # Hydra's answer for "not set"
+    try:
+        yield
+    finally:
+        Hydra.get_mode = read_mode
 
 
 def _refuse_null_groups(arguments: list[str]) -> None:
