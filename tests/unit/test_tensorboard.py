@@ -26,6 +26,7 @@ from convbench.monitor.pictures import (
     figure_to_rgb,
     save_feature_maps,
 )
+from convbench.run.build import build_model
 from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import ONE_THREAD, tiny_mnist_overrides
 from helpers.configs import composed
@@ -170,8 +171,6 @@ class ImageWriter:
 def test_every_family_draws_its_filters_and_feature_maps(family, mnist_root):
     """What a run logs after each epoch, drawn for each family's model as shipped: the first
     layer's filters and a picture per shown conv layer (none for the MLP)."""
-    from convbench.run.build import build_model
-
     torch.manual_seed(0)
     model = build_model(composed([f"model={family}", "dataset=fashionmnist"]), torch.device("cpu"))
     convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]

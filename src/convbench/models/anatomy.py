@@ -221,8 +221,9 @@ def _layer_macs(module: nn.Module, inputs: tuple, output: torch.Tensor | None) -
     return 0
 
 
-def _record_layer(name, tracker, rows, counted, module, inputs, output) -> None:
-    """Forward hook of a leaf module: append its row to `rows`."""
+def _record_layer(module, inputs, output, *, name, tracker, rows, counted) -> None:
+    """Forward hook of a leaf module (bound to its `name` and the shared `tracker`, `rows` and
+    `counted` with functools.partial): append its row to `rows`."""
     out = _first_tensor(output)
     geometry = tracker.geometry_of(out) if out is not None and out.dim() == 4 else None
     first_call = id(module) not in counted
@@ -252,7 +253,9 @@ def _forward_with_hooks(model: nn.Module, input_shape: Sequence[int]) -> list[di
     device = _device_of(model)
     tracker, rows, counted = GeometryTracker(), [], set()
     handles = [
-        module.register_forward_hook(partial(_record_layer, name, tracker, rows, counted))
+        module.register_forward_hook(
+            partial(_record_layer, name=name, tracker=tracker, rows=rows, counted=counted)
+        )
         for name, module in model.named_modules()
         if next(module.children(), None) is None
     ]
