@@ -13,6 +13,9 @@ from omegaconf import DictConfig
 
 from convbench.config.compose import compose
 
+# The model families, one shipped option each (conf/model/ also holds LeNet's variants).
+FAMILIES = ["mlp", "lenet", "alexnet", "vgg", "googlenet", "resnet", "plainnet"]
+
 # Overrides that keep every layer of a family and cut its widths: a model as the family builds
 # it, at a fraction of the compute (for checks of structure, not of what the widths learn).
 NARROW = {

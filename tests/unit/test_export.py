@@ -17,10 +17,8 @@ from convbench.infer.predict import Predictor
 from convbench.run.build import build_model
 from convbench.run.checkpoint import Settled
 from helpers.cli import ONE_THREAD, tiny_mnist_overrides
-from helpers.configs import NARROW, composed
+from helpers.configs import FAMILIES, NARROW, composed
 from helpers.inprocess import convbench
-
-FAMILIES = ["mlp", "lenet", "alexnet", "vgg", "googlenet", "resnet", "plainnet"]
 
 
 def predictor_of(model: str) -> Predictor:

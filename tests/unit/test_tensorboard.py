@@ -29,7 +29,7 @@ from convbench.monitor.pictures import (
 from convbench.run.build import build_model
 from convbench.run.checkpoint import load_checkpoint
 from helpers.cli import ONE_THREAD, tiny_mnist_overrides
-from helpers.configs import composed
+from helpers.configs import FAMILIES, composed
 from helpers.inprocess import convbench
 
 # --- pictures, drawn here -------------------------------------------------------------------------
@@ -153,9 +153,6 @@ def test_a_deep_net_shows_a_few_evenly_spaced_conv_layers():
     assert shown == sorted(shown, key=convs.index), "in forward order"
 
 
-FAMILIES = ["mlp", "lenet", "alexnet", "vgg", "googlenet", "resnet", "plainnet"]
-
-
 class ImageWriter:
     """SummaryWriter's add_image, kept."""
 
@@ -168,7 +165,7 @@ class ImageWriter:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_family_draws_its_filters_and_feature_maps(family, mnist_root):
+def test_every_family_draws_its_filters_and_feature_maps(family):
     """What a run logs after each epoch, drawn for each family's model as shipped: the first
     layer's filters and a picture per shown conv layer (none for the MLP)."""
     torch.manual_seed(0)
