@@ -2,15 +2,22 @@
 any trial starts, as one paragraph, with nothing written; a trial's run reporting to its study
 and stopped by the pruner; the pure parts (values as overrides, a trial's value)."""
 
+import fcntl
 import math
+import subprocess
+import sys
+import threading
 
 import optuna
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+from optuna.trial import TrialState
 
+from convbench.run.pruning import open_storage
 from convbench.tune import space
-from convbench.tune.study import StudyRecord
-from convbench.tune.trials import objective
+from convbench.tune.study import StudyFolder, StudyRecord, open_study
+from convbench.tune.trials import RETRIED, WORKER, Plan, _ask, _set_attr, objective, settle
 from helpers.cli import tiny_mnist_overrides
 from helpers.inprocess import convbench
 
@@ -109,8 +116,6 @@ def test_a_trial_below_the_median_is_pruned_inside_its_run(tmp_path, monkeypatch
 
 
 def test_a_value_goes_back_to_hydra_as_it_was():
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parser = OverridesParser.create()
     for value in (0.015022325326844811, 1e-06, 3, "relu", "T-shirt/top", True, None, 2.0):
         override = space.as_override("a.b", value)
@@ -181,8 +186,6 @@ def test_the_configs_own_values_are_a_trial_only_inside_the_space():
     ],
 )
 def test_a_study_folder_alone_may_not_choose_code(tmp_path, changes, expected):
-    from convbench.tune.study import StudyFolder
-
     folder = StudyFolder(tmp_path / "study")
     folder.write(StudyRecord(**_record(**changes)))
     result = convbench("resume", str(folder.path), cwd=tmp_path)
@@ -194,10 +197,6 @@ def test_a_study_folder_alone_may_not_choose_code(tmp_path, changes, expected):
 def test_workers_opening_a_new_database_together_all_get_it(tmp_path):
     """Workers of one study that start at once race to create the database's tables; the
     loser must retry, not report the URL as unusable."""
-    import threading
-
-    from convbench.run.pruning import open_storage
-
     for round_ in range(3):
         url = f"sqlite:///{tmp_path / f'shared{round_}.db'}"
         barrier, errors = threading.Barrier(4), []
@@ -219,8 +218,6 @@ def test_workers_opening_a_new_database_together_all_get_it(tmp_path):
 
 def test_a_worker_that_finds_the_study_created_meanwhile_joins_it(tmp_path, monkeypatch):
     """Two workers both miss the study and both create it: the second joins the first's."""
-    from convbench.tune.study import StudyFolder, open_study
-
     params = {"optimizer.lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True}}
     record = StudyRecord(**_record(params=params))
     folder = StudyFolder(tmp_path / "study")
@@ -241,3 +238,64 @@ def test_a_worker_that_finds_the_study_created_meanwhile_joins_it(tmp_path, monk
     assert missed and second._study_id == first._study_id
     assert len(second.get_trials(deepcopy=False)) == 1
     assert second.user_attrs["params"] == params
+
+
+def _plan(tmp_path, **changes):
+    params = {"optimizer.lr": {"type": "float", "low": 1e-3, "high": 0.5, "log": True}}
+    record = StudyRecord(**_record(params=params, n_trials=2, **changes))
+    folder = StudyFolder(tmp_path / "study")
+    folder.path.mkdir()
+    folder.write(record)
+    study, storage = open_study(folder, record, create=True)
+    return Plan(folder, record, study, storage, workers=1, devices=[], threads_typed=False)
+
+
+def test_a_trial_asked_by_a_live_process_is_left_to_it_before_its_run_starts(tmp_path):
+    """Between asking for a trial and its run creating its folder, another process of the
+    study (a second `convbench tune`, a resume) must not take the trial for a dead one."""
+    plan = _plan(tmp_path)
+    number = _ask(plan, threading.Lock())
+    assert not plan.folder.trial_dir(number).exists(), "its run has not started"
+    asker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        worker = plan.study.get_trials(deepcopy=False)[number].user_attrs[WORKER]
+        _set_attr(plan, number, key=WORKER, value=worker | {"pid": asker.pid})
+        said = settle(plan)
+        trial = plan.study.get_trials(deepcopy=False)[number]
+        assert trial.state == TrialState.RUNNING and len(plan.study.get_trials()) == 1, said
+        assert said == [f"trial {number}: its study process still runs it, left to it"]
+    finally:
+        asker.kill()
+        asker.wait()
+    said = settle(plan)  # its process is gone, and no checkpoint: retried with its values
+    trials = plan.study.get_trials(deepcopy=False)
+    assert trials[number].state == TrialState.FAIL and trials[number].user_attrs[RETRIED], said
+    retry = trials[-1]
+    assert retry.state == TrialState.WAITING and retry.user_attrs == {"retry_of": number}
+    assert retry.system_attrs["fixed_params"] == trials[number].params
+
+
+def test_settling_holds_the_lock_workers_ask_under(tmp_path, monkeypatch):
+    """A worker sets the trial's folder and process just after asking, under the study's lock:
+    settling without that lock could read a trial in between and retry it."""
+    plan = _plan(tmp_path)
+    plan.study.enqueue_trial({"optimizer.lr": 0.01})
+    plan.study.ask()  # running, with no folder or process named: a worker in mid-ask
+    lock = plan.folder.database.with_name(plan.folder.database.name + ".lock")
+    seen = []
+    real = type(plan.study).get_trials
+
+    def get_trials(study, *args, **kwargs):
+        with open(lock, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                seen.append("held")
+            else:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                seen.append("free")
+        return real(study, *args, **kwargs)
+
+    monkeypatch.setattr(type(plan.study), "get_trials", get_trials)
+    settle(plan)
+    assert seen and set(seen) == {"held"}

@@ -9,13 +9,17 @@ several run at once, a GPU each where there are several), and tells the study ho
 A trial whose worker was stopped by a signal stays "running" in the study, its folder holding
 last.pt; `convbench resume STUDY_DIR` continues it (`settle`), and retries, with the same
 values, one that died before its first checkpoint. No trial is counted twice: a worker asks only
-while the study holds fewer than tune.n_trials trials that count, under the study folder's lock.
+while the study holds fewer than tune.n_trials trials that count, under the study folder's lock,
+and names itself in the trial it asks for (host and pid); `settle`, under the same lock, leaves a
+trial whose asking process still lives to that process, even before its run folder exists.
 """
 
 import contextlib
 import logging
 import math
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 from convbench.engine import duration
-from convbench.run.folder import RunFolder, shown_path
+from convbench.run.folder import RunFolder, process_alive, shown_path
 from convbench.tune import space
 from convbench.tune.study import StudyFolder, StudyRecord
 
@@ -34,6 +38,7 @@ log = logging.getLogger("convbench")
 RETRIED = "retried"  # a failed trial's user attribute: it died before its first checkpoint
 FOLDER = "folder"  # a trial's user attribute: its run folder, whichever study folder holds it
 BASELINE = "baseline"  # a trial's user attribute: it trains the config's own values
+WORKER = "worker"  # a trial's user attribute: {"host", "pid"} of the process that asked for it
 QUIET = ["trainer.progress=false", "++hydra.job_logging.handlers.console.level=WARNING"]
 
 
@@ -88,6 +93,11 @@ def settle(plan: Plan) -> list[str]:
     gone, is told what its folder says (finished, pruned), queued to continue from its last.pt,
     or failed and retried with the same values when it has no checkpoint. Returns what was done,
     a line a trial. Trials another live process is running are left to it."""
+    with plan.folder.asking(plan.record):  # no worker is between asking and naming its trial
+        return _settle(plan)
+
+
+def _settle(plan: Plan) -> list[str]:
     from optuna.trial import TrialState
 
     said = []
@@ -99,6 +109,9 @@ def settle(plan: Plan) -> list[str]:
                 f"trial {trial.number}: runs in another study folder "
                 f"({trial.user_attrs.get(FOLDER)}); its own resume settles it"
             )
+            continue
+        if _asker_lives(trial.user_attrs.get(WORKER)):  # its run may not have started yet
+            said.append(f"trial {trial.number}: its study process still runs it, left to it")
             continue
         state = run.state() if run.path.is_dir() else "unknown"
         if state == "running":  # its process lives (here, or on another machine)
@@ -205,12 +218,22 @@ def _ask(plan: Plan, lock) -> int | None:
             plan.study.enqueue_trial(plan.record.baseline, user_attrs={BASELINE: True})
         trial = plan.study.ask(space.distributions(plan.record.params))
         trial.set_user_attr(FOLDER, str(plan.folder.trial_dir(trial.number).resolve()))
+        trial.set_user_attr(WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
         values = " ".join(
             space.as_override(k, _short(v)).replace("'", "") for k, v in trial.params.items()
         )
         own = " (the config's own values)" if trial.user_attrs.get(BASELINE) else ""
         log.info("trial %d%s: %s", trial.number, own, values)
         return trial.number
+
+
+def _asker_lives(worker) -> bool:
+    """Whether the process named by a trial's WORKER attribute still runs, as far as this
+    machine can tell: a process on another machine is not known to live (its run folder says)."""
+    if not isinstance(worker, dict) or worker.get("host") != socket.gethostname():
+        return False
+    pid = worker.get("pid")
+    return isinstance(pid, int) and pid != os.getpid() and process_alive(pid)
 
 
 def _command(plan: Plan, number: int, *, slot: int, resume: bool) -> list[str]:
