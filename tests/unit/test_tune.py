@@ -4,6 +4,8 @@ and stopped by the pruner; the pure parts (values as overrides, a trial's value)
 
 import fcntl
 import math
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from convbench.run.folder import process_started
 from convbench.run.pruning import open_storage
 from convbench.tune import space
 from convbench.tune.study import StudyFolder, StudyRecord, open_study
@@ -250,25 +253,36 @@ def _plan(tmp_path, **changes):
     return Plan(folder, record, study, storage, workers=1, devices=[], threads_typed=False)
 
 
-def test_a_trial_asked_by_a_live_process_is_left_to_it_before_its_run_starts(tmp_path):
+@pytest.mark.parametrize("asker", ["alive", "gone", "pid reused"])
+def test_a_trial_asked_by_a_live_process_is_left_to_it_before_its_run_starts(tmp_path, asker):
     """Between asking for a trial and its run creating its folder, another process of the
-    study (a second `convbench tune`, a resume) must not take the trial for a dead one."""
+    study (a second `convbench tune`, a resume) must not take the trial for a dead one; a trial
+    whose asking process is gone (or whose pid now names another process) and which left no
+    checkpoint is retried with its values."""
     plan = _plan(tmp_path)
     number = _ask(plan, threading.Lock())
     assert not plan.folder.trial_dir(number).exists(), "its run has not started"
-    asker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert plan.study.get_trials(deepcopy=False)[number].user_attrs[WORKER]["pid"] == os.getpid()
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        worker = plan.study.get_trials(deepcopy=False)[number].user_attrs[WORKER]
-        _set_attr(plan, number, key=WORKER, value=worker | {"pid": asker.pid})
+        started = process_started(process.pid)
+        assert started is not None
+        if asker == "gone":
+            process.kill()
+            process.wait()
+        worker = {"host": socket.gethostname(), "pid": process.pid, "started": started}
+        if asker == "pid reused":
+            worker["started"] = started - 1
+        _set_attr(plan, number, key=WORKER, value=worker)
         said = settle(plan)
-        trial = plan.study.get_trials(deepcopy=False)[number]
-        assert trial.state == TrialState.RUNNING and len(plan.study.get_trials()) == 1, said
-        assert said == [f"trial {number}: its study process still runs it, left to it"]
     finally:
-        asker.kill()
-        asker.wait()
-    said = settle(plan)  # its process is gone, and no checkpoint: retried with its values
+        process.kill()
+        process.wait()
     trials = plan.study.get_trials(deepcopy=False)
+    if asker == "alive":
+        assert trials[number].state == TrialState.RUNNING and len(trials) == 1, said
+        assert said == [f"trial {number}: its study process still runs it, left to it"]
+        return
     assert trials[number].state == TrialState.FAIL and trials[number].user_attrs[RETRIED], said
     retry = trials[-1]
     assert retry.state == TrialState.WAITING and retry.user_attrs == {"retry_of": number}

@@ -339,6 +339,16 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def process_started(pid: int) -> int | None:
+    """When a process started, in clock ticks since boot (Linux's /proc/PID/stat), or None where
+    that cannot be read: with the pid it names one process, though pids are reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class RunLock:
     """An exclusive lock on a run folder, held while a process trains or resumes the run.
 

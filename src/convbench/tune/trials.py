@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 from convbench.engine import duration
-from convbench.run.folder import RunFolder, process_alive, shown_path
+from convbench.run.folder import RunFolder, process_alive, process_started, shown_path
 from convbench.tune import space
 from convbench.tune.study import StudyFolder, StudyRecord
 
@@ -38,7 +38,7 @@ log = logging.getLogger("convbench")
 RETRIED = "retried"  # a failed trial's user attribute: it died before its first checkpoint
 FOLDER = "folder"  # a trial's user attribute: its run folder, whichever study folder holds it
 BASELINE = "baseline"  # a trial's user attribute: it trains the config's own values
-WORKER = "worker"  # a trial's user attribute: {"host", "pid"} of the process that asked for it
+WORKER = "worker"  # a trial's user attribute: {"host", "pid", "started"} of the process that asked
 QUIET = ["trainer.progress=false", "++hydra.job_logging.handlers.console.level=WARNING"]
 
 
@@ -218,7 +218,7 @@ def _ask(plan: Plan, lock) -> int | None:
             plan.study.enqueue_trial(plan.record.baseline, user_attrs={BASELINE: True})
         trial = plan.study.ask(space.distributions(plan.record.params))
         trial.set_user_attr(FOLDER, str(plan.folder.trial_dir(trial.number).resolve()))
-        trial.set_user_attr(WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
+        trial.set_user_attr(WORKER, _this_process())
         values = " ".join(
             space.as_override(k, _short(v)).replace("'", "") for k, v in trial.params.items()
         )
@@ -227,13 +227,23 @@ def _ask(plan: Plan, lock) -> int | None:
         return trial.number
 
 
+def _this_process() -> dict:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": process_started(pid)}
+
+
 def _asker_lives(worker) -> bool:
     """Whether the process named by a trial's WORKER attribute still runs, as far as this
-    machine can tell: a process on another machine is not known to live (its run folder says)."""
+    machine can tell: a process on another machine is not known to live (its run folder says),
+    and a live process with the same pid but another start time (a pid reused, say after a
+    reboot) is not the one."""
     if not isinstance(worker, dict) or worker.get("host") != socket.gethostname():
         return False
     pid = worker.get("pid")
-    return isinstance(pid, int) and pid != os.getpid() and process_alive(pid)
+    if not isinstance(pid, int) or pid == os.getpid() or not process_alive(pid):
+        return False
+    started = worker.get("started")
+    return started is None or started == process_started(pid)
 
 
 def _command(plan: Plan, number: int, *, slot: int, resume: bool) -> list[str]:
