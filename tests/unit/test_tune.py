@@ -6,8 +6,6 @@ import fcntl
 import math
 import os
 import socket
-import subprocess
-import sys
 import threading
 
 import optuna
@@ -16,7 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from convbench.run.folder import process_started
+from convbench.run.folder import process_alive, process_started
 from convbench.run.pruning import open_storage
 from convbench.tune import space
 from convbench.tune.study import StudyFolder, StudyRecord, open_study
@@ -263,21 +261,16 @@ def test_a_trial_asked_by_a_live_process_is_left_to_it_before_its_run_starts(tmp
     number = _ask(plan, threading.Lock())
     assert not plan.folder.trial_dir(number).exists(), "its run has not started"
     assert plan.study.get_trials(deepcopy=False)[number].user_attrs[WORKER]["pid"] == os.getpid()
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        started = process_started(process.pid)
-        assert started is not None
-        if asker == "gone":
-            process.kill()
-            process.wait()
-        worker = {"host": socket.gethostname(), "pid": process.pid, "started": started}
-        if asker == "pid reused":
-            worker["started"] = started - 1
-        _set_attr(plan, number, key=WORKER, value=worker)
-        said = settle(plan)
-    finally:
-        process.kill()
-        process.wait()
+    pid = os.getppid()  # a live process other than this one: pytest's parent
+    if asker == "gone":
+        pid = next(p for p in range(4_000_000, 1, -1) if not process_alive(p))
+    started = process_started(os.getppid())
+    assert started is not None
+    worker = {"host": socket.gethostname(), "pid": pid, "started": started}
+    if asker == "pid reused":
+        worker["started"] = started - 1
+    _set_attr(plan, number, key=WORKER, value=worker)
+    said = settle(plan)
     trials = plan.study.get_trials(deepcopy=False)
     if asker == "alive":
         assert trials[number].state == TrialState.RUNNING and len(trials) == 1, said
