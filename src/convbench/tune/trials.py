@@ -10,8 +10,8 @@ A trial whose worker was stopped by a signal stays "running" in the study, its f
 last.pt; `convbench resume STUDY_DIR` continues it (`settle`), and retries, with the same
 values, one that died before its first checkpoint. No trial is counted twice: a worker asks only
 while the study holds fewer than tune.n_trials trials that count, under the study folder's lock,
-and names itself in the trial it asks for (host and pid); `settle`, under the same lock, leaves a
-trial whose asking process still lives to that process, even before its run folder exists.
+and names itself in the trial it asks for (host, pid, start time); `settle`, under the same lock,
+leaves a trial whose asking process still lives to it, even before its run folder exists.
 """
 
 import contextlib
