@@ -288,7 +288,7 @@ def test_settling_holds_the_lock_workers_ask_under(tmp_path, monkeypatch):
     plan = _plan(tmp_path)
     plan.study.enqueue_trial({"optimizer.lr": 0.01})
     plan.study.ask()  # running, with no folder or process named: a worker in mid-ask
-    lock = plan.folder.database.with_name(plan.folder.database.name + ".lock")
+    lock = plan.folder.lock_file(plan.record)
     seen = []
     real = type(plan.study).get_trials
 

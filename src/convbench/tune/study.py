@@ -91,16 +91,22 @@ class StudyFolder:
         text = yaml.safe_dump(record.as_dict(), sort_keys=False)
         atomic_write(self.record_file, lambda handle: handle.write(text.encode()))
 
+    def lock_file(self, record: StudyRecord) -> Path:
+        """The file `asking` locks: beside the SQLite database, which every process of the
+        study shares; in this folder for a server's storage (the processes that share the
+        folder are held, those of other folders are not)."""
+        url = self.storage_url(record)
+        if not url.startswith("sqlite:///"):
+            return self.path / ".lock"
+        database = Path(url.removeprefix("sqlite:///"))
+        return database.with_name(database.name + ".lock")
+
     @contextlib.contextmanager
     def asking(self, record: StudyRecord):
-        """Held while a worker counts the trials and asks for one, so that workers never ask
-        beyond tune.n_trials: a lock file beside the SQLite database, which every process of
-        the study shares (beside this folder for a server's storage: the processes that share
-        the folder are held, those of other folders are not)."""
-        url = self.storage_url(record)
-        database = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
-        lock = database.with_name(database.name + ".lock") if database else self.path / ".lock"
-        with open(lock, "a") as handle:
+        """Held while a worker counts the trials and asks for one and while a process settles
+        the running trials, so that workers never ask beyond tune.n_trials and a trial is never
+        seen between its asking and its naming (`lock_file`)."""
+        with open(self.lock_file(record), "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
